@@ -1,0 +1,33 @@
+"""deconv_core: exact N-d convolution and transposed convolution on a Numba-parallel CPU core.
+
+The transposed convolution is the adjoint (transpose) of the convolution's linear map, not its
+inverse; the bias is added after it, per output channel, on every output element.
+"""
+
+from deconv_core.api import DATA_FORMATS, WEIGHT_FORMATS, conv, conv_transpose
+from deconv_core.errors import (
+    DeconvError,
+    InvalidArgumentError,
+    ResourceLimitError,
+    UnsupportedDtypeError,
+)
+from deconv_core.params import PADDING_MODES
+from deconv_core.runtime import runtime_info, set_num_threads, warmup
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DATA_FORMATS",
+    "PADDING_MODES",
+    "WEIGHT_FORMATS",
+    "DeconvError",
+    "InvalidArgumentError",
+    "ResourceLimitError",
+    "UnsupportedDtypeError",
+    "__version__",
+    "conv",
+    "conv_transpose",
+    "runtime_info",
+    "set_num_threads",
+    "warmup",
+]

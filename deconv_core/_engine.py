@@ -1,0 +1,117 @@
+"""Private compute routes and the dispatcher that picks one per call.
+
+A route takes channels-first, C-contiguous arrays in the compute dtype with three spatial axes,
+a :class:`~deconv_core.params.Geometry` and a bias (zeros when the caller gave none), and returns
+the output with three spatial axes. Routes:
+
+``direct``
+    One Numba kernel, prange over (batch, output channel). Best for depthwise and tiny work.
+``gemm``
+    Lowering to one BLAS GEMM per group (numpy matmul) plus a Numba im2col (conv) or col2im
+    (transposed conv), processed in batch chunks that bound the column buffer's memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from deconv_core import _kernels
+from deconv_core.params import Geometry
+
+__all__ = ["ROUTES", "choose_route", "run"]
+
+#: Column-buffer budget of the GEMM route, in bytes (a chunk always holds at least one image).
+COLS_BUDGET_BYTES = 48 * 1024 * 1024
+#: Below this many multiply-accumulates the direct kernel beats the GEMM's fixed costs.
+SMALL_MACS = 1 << 20
+
+
+def _batch_chunk(per_image_elems: int, itemsize: int, batch: int) -> int:
+    return max(1, min(batch, COLS_BUDGET_BYTES // max(1, per_image_elems * itemsize)))
+
+
+def _direct(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
+    y = np.empty((geom.batch, geom.c_out, *geom.out_size), dtype=x.dtype)
+    kernel = _kernels.conv_direct if geom.op == "conv" else _kernels.transpose_direct
+    kernel(x, w, bias, y, geom.groups, geom.stride, geom.dilation, geom.offset)
+    return y
+
+
+def _gemm_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
+    G, Cig, Cog = geom.groups, geom.c_in_per_group, geom.c_out_per_group
+    K = w.shape[2] * w.shape[3] * w.shape[4]
+    N = int(np.prod(geom.in_size))
+    # (G, Cog*K, Cig): a transposed view, BLAS reads it without a copy.
+    wt = w.reshape(G, Cig, Cog * K).transpose(0, 2, 1)
+    y = np.empty((geom.batch, geom.c_out, *geom.out_size), dtype=x.dtype)
+    chunk = _batch_chunk(geom.c_out * K * N, x.itemsize, geom.batch)
+    for b0 in range(0, geom.batch, chunk):
+        b1 = min(geom.batch, b0 + chunk)
+        nb = b1 - b0
+        xs = x[b0:b1].reshape(nb, G, Cig, N)
+        if nb == 1:
+            xg = xs.reshape(G, Cig, N)
+        else:
+            xg = np.ascontiguousarray(xs.transpose(1, 2, 0, 3)).reshape(G, Cig, nb * N)
+        cols = np.matmul(wt, xg)
+        cols = cols.reshape(G, Cog, *w.shape[2:], nb, *geom.in_size)
+        _kernels.col2im(cols, bias, y[b0:b1], geom.stride, geom.dilation, geom.offset)
+    return y
+
+
+def _gemm_conv(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
+    G, Cig, Cog = geom.groups, geom.c_in_per_group, geom.c_out_per_group
+    K = w.shape[2] * w.shape[3] * w.shape[4]
+    O = int(np.prod(geom.out_size))
+    wg = w.reshape(G, Cog, Cig * K)
+    y = np.empty((geom.batch, geom.c_out, O), dtype=x.dtype)
+    chunk = _batch_chunk(geom.c_in * K * O, x.itemsize, geom.batch)
+    for b0 in range(0, geom.batch, chunk):
+        b1 = min(geom.batch, b0 + chunk)
+        nb = b1 - b0
+        cols = np.empty((G, Cig, *w.shape[2:], nb, *geom.out_size), dtype=x.dtype)
+        _kernels.im2col(x[b0:b1], cols, geom.stride, geom.dilation, geom.offset)
+        res = np.matmul(wg, cols.reshape(G, Cig * K, nb * O))  # (G, Cog, nb*O)
+        np.add(
+            res.reshape(geom.c_out, nb, O).transpose(1, 0, 2),
+            bias[None, :, None],
+            out=y[b0:b1],
+        )
+    return y.reshape(geom.batch, geom.c_out, *geom.out_size)
+
+
+def _gemm(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
+    if geom.op == "conv":
+        return _gemm_conv(x, w, bias, geom)
+    return _gemm_transpose(x, w, bias, geom)
+
+
+Route = Callable[[np.ndarray, np.ndarray, np.ndarray, Geometry], np.ndarray]
+ROUTES: dict[str, Route] = {"direct": _direct, "gemm": _gemm}
+
+
+def choose_route(geom: Geometry) -> str:
+    """Pick the route for a geometry: ``direct`` for depthwise-like or tiny work, else ``gemm``.
+
+    Parameters
+    ----------
+    geom : Geometry
+        The canonical geometry of the call.
+
+    Returns
+    -------
+    str
+        A key of :data:`ROUTES`.
+    """
+    if geom.c_in_per_group * geom.c_out_per_group <= 4 or geom.macs < SMALL_MACS:
+        return "direct"
+    return "gemm"
+
+
+def run(
+    x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry, route: str | None = None
+) -> np.ndarray:
+    """Compute one call on canonical arrays (see module docstring) by the chosen route."""
+    return ROUTES[route or choose_route(geom)](x, w, bias, geom)

@@ -1,0 +1,202 @@
+"""Private Numba kernels. No validation here: ``deconv_core.params`` has checked everything.
+
+Every array is C-contiguous with three spatial axes (ranks 1 and 2 are padded with size-1 axes).
+Index rules (DESIGN.md section 2): conv output ``o`` reads input ``o*s + t*d - off``; transposed
+conv input ``i`` scatters to output ``i*s + t*d - off``. Each ``prange`` iterates over work items
+that write disjoint parts of the output, so no two threads touch the same element.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_JIT = {"parallel": True, "cache": True, "nogil": True, "error_model": "numpy"}
+
+
+@numba.njit(cache=True, inline="always")
+def _ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)
+
+
+@numba.njit(cache=True, inline="always")
+def _range(n_src: int, n_dst: int, s: int, t_d: int, off: int) -> tuple[int, int]:
+    """Indices ``i`` in ``[0, n_src)`` with ``0 <= i*s + t_d - off < n_dst``, as ``[lo, hi)``."""
+    lo = max(0, _ceil_div(off - t_d, s))
+    hi = min(n_src, (n_dst - 1 + off - t_d) // s + 1)
+    return lo, hi
+
+
+@numba.njit(**_JIT)
+def col2im(cols, bias, y, stride, dilation, offset):  # pragma: no cover - compiled
+    """Scatter GEMM columns into the output and add the bias.
+
+    cols : (G, Cog, K0, K1, K2, B, N0, N1, N2); bias : (C_out,); y : (B, C_out, O0, O1, O2).
+    """
+    G, Cog, K0, K1, K2, B, N0, N1, N2 = cols.shape
+    O0, O1, O2 = y.shape[2], y.shape[3], y.shape[4]
+    s0, s1, s2 = stride
+    d0, d1, d2 = dilation
+    f0, f1, f2 = offset
+    C_out = G * Cog
+    for job in numba.prange(B * C_out):
+        b = job // C_out
+        co = job % C_out
+        g = co // Cog
+        o = co % Cog
+        out = y[b, co]
+        bv = bias[co]
+        for p0 in range(O0):
+            for p1 in range(O1):
+                for p2 in range(O2):
+                    out[p0, p1, p2] = bv
+        for t0 in range(K0):
+            lo0, hi0 = _range(N0, O0, s0, t0 * d0, f0)
+            for t1 in range(K1):
+                lo1, hi1 = _range(N1, O1, s1, t1 * d1, f1)
+                for t2 in range(K2):
+                    lo2, hi2 = _range(N2, O2, s2, t2 * d2, f2)
+                    src = cols[g, o, t0, t1, t2, b]
+                    base2 = t2 * d2 - f2
+                    for i0 in range(lo0, hi0):
+                        p0 = i0 * s0 + t0 * d0 - f0
+                        for i1 in range(lo1, hi1):
+                            p1 = i1 * s1 + t1 * d1 - f1
+                            row = out[p0, p1]
+                            srow = src[i0, i1]
+                            for i2 in range(lo2, hi2):
+                                row[i2 * s2 + base2] += srow[i2]
+
+
+@numba.njit(**_JIT)
+def im2col(x, cols, stride, dilation, offset):  # pragma: no cover - compiled
+    """Gather input patches into GEMM columns, zero where the patch leaves the input.
+
+    x : (B, C_in, N0, N1, N2); cols : (G, Cig, K0, K1, K2, B, O0, O1, O2).
+    """
+    G, Cig, K0, K1, K2, B, O0, O1, O2 = cols.shape
+    N0, N1, N2 = x.shape[2], x.shape[3], x.shape[4]
+    s0, s1, s2 = stride
+    d0, d1, d2 = dilation
+    f0, f1, f2 = offset
+    K = K0 * K1 * K2
+    for job in numba.prange(G * Cig * K):
+        ci = job // K
+        g = ci // Cig
+        c = ci % Cig
+        t = job % K
+        t0 = t // (K1 * K2)
+        t1 = (t // K2) % K1
+        t2 = t % K2
+        lo0, hi0 = _range(O0, N0, s0, t0 * d0, f0)
+        lo1, hi1 = _range(O1, N1, s1, t1 * d1, f1)
+        lo2, hi2 = _range(O2, N2, s2, t2 * d2, f2)
+        base2 = t2 * d2 - f2
+        for b in range(B):
+            dst = cols[g, c, t0, t1, t2, b]
+            src = x[b, ci]
+            for o0 in range(O0):
+                for o1 in range(O1):
+                    row = dst[o0, o1]
+                    if o0 < lo0 or o0 >= hi0 or o1 < lo1 or o1 >= hi1:
+                        for o2 in range(O2):
+                            row[o2] = 0
+                        continue
+                    srow = src[o0 * s0 + t0 * d0 - f0, o1 * s1 + t1 * d1 - f1]
+                    for o2 in range(lo2):
+                        row[o2] = 0
+                    for o2 in range(lo2, hi2):
+                        row[o2] = srow[o2 * s2 + base2]
+                    for o2 in range(hi2, O2):
+                        row[o2] = 0
+
+
+@numba.njit(**_JIT)
+def conv_direct(x, w, bias, y, groups, stride, dilation, offset):  # pragma: no cover - compiled
+    """Direct grouped convolution, for depthwise and small cases.
+
+    x : (B, C_in, N0, N1, N2); w : (C_out, Cig, K0, K1, K2); y : (B, C_out, O0, O1, O2).
+    """
+    B, C_out, O0, O1, O2 = y.shape
+    Cig, K0, K1, K2 = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
+    N0, N1, N2 = x.shape[2], x.shape[3], x.shape[4]
+    Cog = C_out // groups
+    s0, s1, s2 = stride
+    d0, d1, d2 = dilation
+    f0, f1, f2 = offset
+    for job in numba.prange(B * C_out):
+        b = job // C_out
+        co = job % C_out
+        g = co // Cog
+        out = y[b, co]
+        bv = bias[co]
+        for p0 in range(O0):
+            for p1 in range(O1):
+                for p2 in range(O2):
+                    out[p0, p1, p2] = bv
+        for c in range(Cig):
+            src = x[b, g * Cig + c]
+            for t0 in range(K0):
+                lo0, hi0 = _range(O0, N0, s0, t0 * d0, f0)
+                for t1 in range(K1):
+                    lo1, hi1 = _range(O1, N1, s1, t1 * d1, f1)
+                    for t2 in range(K2):
+                        lo2, hi2 = _range(O2, N2, s2, t2 * d2, f2)
+                        wv = w[co, c, t0, t1, t2]
+                        base2 = t2 * d2 - f2
+                        for o0 in range(lo0, hi0):
+                            i0 = o0 * s0 + t0 * d0 - f0
+                            for o1 in range(lo1, hi1):
+                                row = out[o0, o1]
+                                srow = src[i0, o1 * s1 + t1 * d1 - f1]
+                                for o2 in range(lo2, hi2):
+                                    row[o2] += wv * srow[o2 * s2 + base2]
+
+
+@numba.njit(**_JIT)
+def transpose_direct(x, w, bias, y, groups, stride, dilation, offset):  # pragma: no cover
+    """Direct grouped transposed convolution (scatter form), for depthwise and small cases.
+
+    x : (B, C_in, N0, N1, N2); w : (C_in, Cog, K0, K1, K2); y : (B, C_out, O0, O1, O2).
+    """
+    B, C_out, O0, O1, O2 = y.shape
+    Cog, K0, K1, K2 = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
+    N0, N1, N2 = x.shape[2], x.shape[3], x.shape[4]
+    Cig = x.shape[1] // groups
+    s0, s1, s2 = stride
+    d0, d1, d2 = dilation
+    f0, f1, f2 = offset
+    for job in numba.prange(B * C_out):
+        b = job // C_out
+        co = job % C_out
+        g = co // Cog
+        o = co % Cog
+        out = y[b, co]
+        bv = bias[co]
+        for p0 in range(O0):
+            for p1 in range(O1):
+                for p2 in range(O2):
+                    out[p0, p1, p2] = bv
+        for c in range(Cig):
+            ci = g * Cig + c
+            src = x[b, ci]
+            for t0 in range(K0):
+                lo0, hi0 = _range(N0, O0, s0, t0 * d0, f0)
+                for t1 in range(K1):
+                    lo1, hi1 = _range(N1, O1, s1, t1 * d1, f1)
+                    for t2 in range(K2):
+                        lo2, hi2 = _range(N2, O2, s2, t2 * d2, f2)
+                        wv = w[ci, o, t0, t1, t2]
+                        base2 = t2 * d2 - f2
+                        for i0 in range(lo0, hi0):
+                            p0 = i0 * s0 + t0 * d0 - f0
+                            for i1 in range(lo1, hi1):
+                                row = out[p0, i1 * s1 + t1 * d1 - f1]
+                                srow = src[i0, i1]
+                                for i2 in range(lo2, hi2):
+                                    row[i2 * s2 + base2] += wv * srow[i2]
+
+
+def zeros_bias(c_out: int, dtype: np.dtype) -> np.ndarray:
+    """A zero bias, so every kernel has one signature with or without a user bias."""
+    return np.zeros(c_out, dtype=dtype)

@@ -1,0 +1,409 @@
+"""Parameter canonicalisation: every user-facing form becomes one frozen geometry, once.
+
+The public functions in ``deconv_core.api`` call :func:`conv_geometry` or
+:func:`transpose_geometry` at the boundary. They check every rule of DESIGN.md section 2 (before
+any allocation) and return a :class:`Geometry` with per-axis tuples padded to three spatial axes,
+so the kernels handle ranks 1-3 with one code path. Error messages name the op, the parameter,
+the rule and the value.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from deconv_core import shapes
+from deconv_core.errors import InvalidArgumentError
+
+__all__ = ["PADDING_MODES", "Geometry", "conv_geometry", "per_axis", "transpose_geometry"]
+
+PADDING_MODES = ("valid", "same", "same_lower")
+Triple = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Canonical description of one (transposed) convolution, spatial axes padded to three.
+
+    For ``conv``, output index ``o`` reads input index ``o*stride + t*dilation - offset``; for
+    ``conv_transpose``, input index ``i`` scatters to output index ``i*stride + t*dilation -
+    offset``. ``offset`` is the pad before (conv) or the crop before (transposed conv).
+    """
+
+    op: str
+    rank: int
+    batch: int
+    c_in: int
+    c_out: int
+    groups: int
+    in_size: Triple
+    kernel: Triple
+    stride: Triple
+    dilation: Triple
+    offset: Triple
+    out_size: Triple
+
+    @property
+    def c_in_per_group(self) -> int:
+        """Input channels per group."""
+        return self.c_in // self.groups
+
+    @property
+    def c_out_per_group(self) -> int:
+        """Output channels per group."""
+        return self.c_out // self.groups
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Channels-first shape of the result, at the caller's rank."""
+        return (self.batch, self.c_out, *self.out_size[3 - self.rank :])
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of the dense computation (input side for transposed conv)."""
+        k = self.kernel[0] * self.kernel[1] * self.kernel[2]
+        if self.op == "conv":
+            n = self.out_size[0] * self.out_size[1] * self.out_size[2]
+        else:
+            n = self.in_size[0] * self.in_size[1] * self.in_size[2]
+        return self.batch * n * k * self.c_out_per_group * self.c_in
+
+
+def _as_int(op: str, name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise InvalidArgumentError(f"{op}: {name}={value!r} must be an integer, not a bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise InvalidArgumentError(
+            f"{op}: {name}={value!r} must be an integer (got {type(value).__name__})"
+        ) from None
+
+
+def per_axis(op: str, name: str, value: Any, rank: int, minimum: int) -> tuple[int, ...]:
+    """Expand an int or one int per spatial axis into a ``rank``-tuple, each ``>= minimum``.
+
+    Parameters
+    ----------
+    op, name : str
+        Operation and parameter names used in error messages.
+    value : int or sequence of int
+        The user's value.
+    rank : int
+        Number of spatial axes.
+    minimum : int
+        Smallest legal value of each entry.
+
+    Returns
+    -------
+    tuple of int
+        One value per spatial axis.
+    """
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != rank:
+            raise InvalidArgumentError(
+                f"{op}: {name} must be one int or {rank} ints (one per spatial axis), "
+                f"got {len(value)}: {tuple(value)!r}"
+            )
+        values = tuple(_as_int(op, f"{name}[{i}]", v) for i, v in enumerate(value))
+        labels = [f"{name}[{i}]" for i in range(rank)]
+    else:
+        values = (_as_int(op, name, value),) * rank
+        labels = [name] * rank
+    for label, v in zip(labels, values, strict=True):
+        if v < minimum:
+            raise InvalidArgumentError(f"{op}: {label}={v} must be >= {minimum}")
+    return values
+
+
+def _pad3(values: Sequence[int], fill: int) -> Triple:
+    padded = (fill,) * (3 - len(values)) + tuple(values)
+    return (padded[0], padded[1], padded[2])
+
+
+def explicit_pads(op: str, padding: Any, rank: int) -> list[tuple[int, int]] | str:
+    """Normalise ``padding`` to a padding-mode string or one ``(before, after)`` pair per axis."""
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode not in PADDING_MODES:
+            raise InvalidArgumentError(
+                f"{op}: padding={padding!r} is not a padding mode; use an int, per-axis ints, "
+                f"(before, after) pairs, or one of {', '.join(map(repr, PADDING_MODES))}"
+            )
+        return mode
+    if isinstance(padding, Sequence) and any(
+        isinstance(p, Sequence) and not isinstance(p, str) for p in padding
+    ):
+        if len(padding) != rank:
+            raise InvalidArgumentError(
+                f"{op}: padding must have one (before, after) pair per spatial axis ({rank}), "
+                f"got {len(padding)}: {tuple(padding)!r}"
+            )
+        pairs = []
+        for i, pair in enumerate(padding):
+            if not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2:
+                raise InvalidArgumentError(
+                    f"{op}: padding[{i}]={pair!r} must be a (before, after) pair of ints"
+                )
+            before = _as_int(op, f"padding[{i}][0]", pair[0])
+            after = _as_int(op, f"padding[{i}][1]", pair[1])
+            for side, v in ((0, before), (1, after)):
+                if v < 0:
+                    raise InvalidArgumentError(f"{op}: padding[{i}][{side}]={v} must be >= 0")
+            pairs.append((before, after))
+        return pairs
+    return [(p, p) for p in per_axis(op, "padding", padding, rank, 0)]
+
+
+@dataclass(frozen=True)
+class _Common:
+    rank: int
+    batch: int
+    c_in: int
+    c_out: int
+    groups: int
+    in_size: tuple[int, ...]
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+
+
+def _common(
+    op: str,
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    bias_shape: tuple[int, ...] | None,
+    stride: Any,
+    dilation: Any,
+    groups: Any,
+) -> _Common:
+    """Check ranks, channels, groups and sizes shared by both ops (shapes are channels-first
+    data and torch-layout weights)."""
+    if len(x_shape) not in (3, 4, 5):
+        raise InvalidArgumentError(
+            f"{op}: input must have 3, 4 or 5 dims (batch, channels, 1-3 spatial axes), "
+            f"got {len(x_shape)} dims with shape {x_shape}"
+        )
+    rank = len(x_shape) - 2
+    if len(w_shape) != len(x_shape):
+        raise InvalidArgumentError(
+            f"{op}: weight must have {len(x_shape)} dims like the input (rank {rank}), "
+            f"got shape {w_shape}"
+        )
+    for what, shape in (("input", x_shape), ("weight", w_shape)):
+        for axis, size in enumerate(shape):
+            if size < 1:
+                raise InvalidArgumentError(
+                    f"{op}: {what} size {size} on axis {axis} must be >= 1 (shape {shape})"
+                )
+    g = _as_int(op, "groups", groups)
+    if g < 1:
+        raise InvalidArgumentError(f"{op}: groups={g} must be >= 1")
+    batch, c_in = x_shape[0], x_shape[1]
+    if op == "conv":
+        c_out = w_shape[0]
+        if c_in % g:
+            raise InvalidArgumentError(f"{op}: groups={g} must divide input channels C_in={c_in}")
+        if c_out % g:
+            raise InvalidArgumentError(
+                f"{op}: groups={g} must divide output channels C_out={c_out} (weight.shape[0])"
+            )
+        if w_shape[1] * g != c_in:
+            raise InvalidArgumentError(
+                f"{op}: weight.shape[1]={w_shape[1]} must be C_in/groups={c_in}/{g}"
+                f"={c_in // g} (weight layout (C_out, C_in/groups, k...), input shape {x_shape})"
+            )
+    else:
+        if c_in % g:
+            raise InvalidArgumentError(f"{op}: groups={g} must divide input channels C_in={c_in}")
+        if w_shape[0] != c_in:
+            raise InvalidArgumentError(
+                f"{op}: weight.shape[0]={w_shape[0]} must equal input channels C_in={c_in} "
+                f"(weight layout (C_in, C_out/groups, k...), input shape {x_shape})"
+            )
+        c_out = w_shape[1] * g
+    if bias_shape is not None and bias_shape != (c_out,):
+        raise InvalidArgumentError(
+            f"{op}: bias shape {bias_shape} must be (C_out,)=({c_out},), one value per output "
+            f"channel"
+        )
+    return _Common(
+        rank=rank,
+        batch=batch,
+        c_in=c_in,
+        c_out=c_out,
+        groups=g,
+        in_size=tuple(x_shape[2:]),
+        kernel=tuple(w_shape[2:]),
+        stride=per_axis(op, "stride", stride, rank, 1),
+        dilation=per_axis(op, "dilation", dilation, rank, 1),
+    )
+
+
+def _geometry(op: str, c: _Common, offset: Sequence[int], out: Sequence[int]) -> Geometry:
+    for i, size in enumerate(out):
+        if size < 1:
+            raise InvalidArgumentError(
+                f"{op}: output size {size} on spatial axis {i} must be >= 1 (input size "
+                f"{c.in_size[i]}, kernel {c.kernel[i]}, stride {c.stride[i]}, dilation "
+                f"{c.dilation[i]}): reduce padding or enlarge the input"
+            )
+    return Geometry(
+        op=op,
+        rank=c.rank,
+        batch=c.batch,
+        c_in=c.c_in,
+        c_out=c.c_out,
+        groups=c.groups,
+        in_size=_pad3(c.in_size, 1),
+        kernel=_pad3(c.kernel, 1),
+        stride=_pad3(c.stride, 1),
+        dilation=_pad3(c.dilation, 1),
+        offset=_pad3(offset, 0),
+        out_size=_pad3(out, 1),
+    )
+
+
+def conv_geometry(
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    bias_shape: tuple[int, ...] | None,
+    *,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    groups: Any,
+) -> Geometry:
+    """Canonical geometry of ``conv`` (channels-first shapes, torch weight layout).
+
+    Returns
+    -------
+    Geometry
+        With ``offset`` the pad before each axis.
+    """
+    op = "conv"
+    c = _common(op, x_shape, w_shape, bias_shape, stride, dilation, groups)
+    pads = explicit_pads(op, padding, c.rank)
+    if isinstance(pads, str):
+        if pads == "valid":
+            pairs = [(0, 0)] * c.rank
+        else:
+            pairs = [
+                shapes.same_conv_pads(n, k, s, d, lower=pads == "same_lower")
+                for n, k, s, d in zip(c.in_size, c.kernel, c.stride, c.dilation, strict=True)
+            ]
+    else:
+        pairs = pads
+    out = [
+        shapes.conv_out_size(n, k, s, d, pb, pa)
+        for n, k, s, d, (pb, pa) in zip(
+            c.in_size, c.kernel, c.stride, c.dilation, pairs, strict=True
+        )
+    ]
+    return _geometry(op, c, [pb for pb, _ in pairs], out)
+
+
+def _transpose_axis(
+    op: str,
+    axis: int,
+    n: int,
+    k: int,
+    s: int,
+    d: int,
+    pads: list[tuple[int, int]] | str,
+    op_pad: int,
+    out_req: int | None,
+) -> tuple[int, int]:
+    """``(crop_before, out_size)`` of one axis of a transposed conv, by the convention table."""
+    full = shapes.full_length(n, k, s, d)
+    if isinstance(pads, str):
+        if pads == "valid":
+            lo, hi = shapes.valid_transpose_range(full, s)
+            out = lo if out_req is None else out_req
+            rule = "L..L+stride-1 with L=(n-1)*stride+dilation*(k-1)+1"
+        else:
+            lo, hi = shapes.same_transpose_range(n, s)
+            out = n * s if out_req is None else out_req
+            rule = "(n-1)*stride+1..n*stride"
+        if not lo <= out <= hi:
+            raise InvalidArgumentError(
+                f"{op}: output_shape[{axis}]={out} is outside the legal range {lo}..{hi} of "
+                f"padding={pads!r} ({rule}, n={n}, stride={s})"
+            )
+        if pads == "valid":
+            return 0, out
+        return shapes.same_transpose_crop(full, out, lower=pads == "same_lower"), out
+    pb, pa = pads[axis]
+    base = full - pb - pa
+    limit = max(s, d)
+    if out_req is not None:
+        if not base <= out_req < base + limit:
+            raise InvalidArgumentError(
+                f"{op}: output_shape[{axis}]={out_req} is outside the legal range "
+                f"{base}..{base + limit - 1} for this padding (output_padding = "
+                f"output_shape - {base} must be < max(stride, dilation)={limit})"
+            )
+        return pb, out_req
+    if op_pad >= limit:
+        raise InvalidArgumentError(
+            f"{op}: output_padding[{axis}]={op_pad} must be < max(stride, dilation)={limit}"
+        )
+    return pb, base + op_pad
+
+
+def transpose_geometry(
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    bias_shape: tuple[int, ...] | None,
+    *,
+    stride: Any,
+    padding: Any,
+    output_padding: Any,
+    output_shape: Any,
+    dilation: Any,
+    groups: Any,
+) -> Geometry:
+    """Canonical geometry of ``conv_transpose`` (channels-first shapes, torch weight layout).
+
+    Returns
+    -------
+    Geometry
+        With ``offset`` the crop before each axis of the full scatter result.
+    """
+    op = "conv_transpose"
+    c = _common(op, x_shape, w_shape, bias_shape, stride, dilation, groups)
+    pads = explicit_pads(op, padding, c.rank)
+    op_pad = per_axis(op, "output_padding", output_padding, c.rank, 0)
+    if output_shape is not None:
+        if any(op_pad):
+            raise InvalidArgumentError(
+                f"{op}: give output_padding={output_padding!r} or output_shape="
+                f"{output_shape!r}, not both (output_shape fixes the output size)"
+            )
+        out_req: list[int | None] = list(
+            per_axis(op, "output_shape", output_shape, c.rank, 1)
+        )
+    else:
+        out_req = [None] * c.rank
+        if isinstance(pads, str) and any(op_pad):
+            raise InvalidArgumentError(
+                f"{op}: output_padding={output_padding!r} cannot be combined with "
+                f"padding={pads!r}; pass output_shape to choose the output size"
+            )
+    axes = [
+        _transpose_axis(
+            op,
+            axis,
+            c.in_size[axis],
+            c.kernel[axis],
+            c.stride[axis],
+            c.dilation[axis],
+            pads,
+            op_pad[axis],
+            out_req[axis],
+        )
+        for axis in range(c.rank)
+    ]
+    return _geometry(op, c, [crop for crop, _ in axes], [out for _, out in axes])

@@ -1,0 +1,86 @@
+"""Process-level runtime: kernel warm-up, thread budget and a report of what is loaded."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numba
+import numpy as np
+
+from deconv_core import _engine
+from deconv_core.api import conv, conv_transpose
+
+__all__ = ["runtime_info", "set_num_threads", "warmup"]
+
+_WARM_DTYPES = (np.float32, np.float64)
+
+
+def warmup() -> float:
+    """Compile (or load from Numba's cache) every kernel for float32 and float64.
+
+    Returns
+    -------
+    float
+        Seconds taken.
+    """
+    start = time.perf_counter()
+    for dtype in _WARM_DTYPES:
+        x = np.ones((1, 2, 3, 3), dtype)
+        for route in _engine.ROUTES:
+            saved = _engine.choose_route
+            _engine.choose_route = lambda geom, _r=route: _r  # type: ignore[assignment]
+            try:
+                conv(x, np.ones((2, 2, 2, 2), dtype), stride=1, padding=1)
+                conv_transpose(x, np.ones((2, 2, 2, 2), dtype), stride=2, padding=1)
+            finally:
+                _engine.choose_route = saved  # type: ignore[assignment]
+    return time.perf_counter() - start
+
+
+def set_num_threads(n: int) -> None:
+    """Give Numba and the BLAS library one shared thread budget of ``n`` threads.
+
+    Parameters
+    ----------
+    n : int
+        Threads for both; at most Numba's ``NUMBA_NUM_THREADS``.
+    """
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # threadpoolctl is optional for the core
+        return
+    threadpool_limits(limits=n, user_api="blas")
+
+
+def runtime_info() -> dict[str, Any]:
+    """What the core runs on: versions, threading layer, thread counts, BLAS.
+
+    Returns
+    -------
+    dict
+        JSON-friendly facts for logs and ``GetServerInfo``.
+    """
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet
+        layer = "not initialised"
+    info: dict[str, Any] = {
+        "numba_version": numba.__version__,
+        "numpy_version": np.__version__,
+        "threading_layer": layer,
+        "configured_threading_layer": numba.config.THREADING_LAYER,
+        "num_threads": numba.get_num_threads(),
+        "max_threads": numba.config.NUMBA_NUM_THREADS,
+    }
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return info
+    info["blas"] = [
+        {k: p.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
+        for p in threadpool_info()
+        if p.get("user_api") == "blas"
+    ]
+    return info
