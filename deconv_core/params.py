@@ -382,9 +382,7 @@ def transpose_geometry(
                 f"{op}: give output_padding={output_padding!r} or output_shape="
                 f"{output_shape!r}, not both (output_shape fixes the output size)"
             )
-        out_req: list[int | None] = list(
-            per_axis(op, "output_shape", output_shape, c.rank, 1)
-        )
+        out_req: list[int | None] = list(per_axis(op, "output_shape", output_shape, c.rank, 1))
     else:
         out_req = [None] * c.rank
         if isinstance(pads, str) and any(op_pad):

@@ -13,8 +13,8 @@ __all__ = [
     "full_length",
     "same_conv_pads",
     "same_transpose_crop",
-    "valid_transpose_range",
     "same_transpose_range",
+    "valid_transpose_range",
 ]
 
 
