@@ -22,14 +22,19 @@ from deconv_core.params import Geometry
 
 __all__ = ["ROUTES", "choose_route", "run"]
 
-#: Column-buffer budget of the GEMM route, in bytes (a chunk always holds at least one image).
+#: Cap of the GEMM route's column buffer, in bytes. The buffer is also kept below the bytes of
+#: input + weight + output, so the route's peak memory stays within 2x of its operands (a chunk
+#: always holds at least one image).
 COLS_BUDGET_BYTES = 48 * 1024 * 1024
 #: Below this many multiply-accumulates the direct kernel beats the GEMM's fixed costs.
 SMALL_MACS = 1 << 20
 
 
-def _batch_chunk(per_image_elems: int, itemsize: int, batch: int) -> int:
-    return max(1, min(batch, COLS_BUDGET_BYTES // max(1, per_image_elems * itemsize)))
+def _batch_chunk(per_image_elems: int, x: np.ndarray, w: np.ndarray, geom: Geometry) -> int:
+    """Images per GEMM chunk: as many as fit the column budget (at least one)."""
+    io_elems = x.size + w.size + geom.batch * geom.c_out * int(np.prod(geom.out_size))
+    budget = min(COLS_BUDGET_BYTES, io_elems * x.itemsize)
+    return max(1, min(geom.batch, budget // max(1, per_image_elems * x.itemsize)))
 
 
 def _direct(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
@@ -46,7 +51,7 @@ def _gemm_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geomet
     # (G, Cog*K, Cig): a transposed view, BLAS reads it without a copy.
     wt = w.reshape(G, Cig, Cog * K).transpose(0, 2, 1)
     y = np.empty((geom.batch, geom.c_out, *geom.out_size), dtype=x.dtype)
-    chunk = _batch_chunk(geom.c_out * K * N, x.itemsize, geom.batch)
+    chunk = _batch_chunk(geom.c_out * K * N, x, w, geom)
     for b0 in range(0, geom.batch, chunk):
         b1 = min(geom.batch, b0 + chunk)
         nb = b1 - b0
@@ -67,7 +72,7 @@ def _gemm_conv(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -
     O = int(np.prod(geom.out_size))
     wg = w.reshape(G, Cog, Cig * K)
     y = np.empty((geom.batch, geom.c_out, O), dtype=x.dtype)
-    chunk = _batch_chunk(geom.c_in * K * O, x.itemsize, geom.batch)
+    chunk = _batch_chunk(geom.c_in * K * O, x, w, geom)
     for b0 in range(0, geom.batch, chunk):
         b1 = min(geom.batch, b0 + chunk)
         nb = b1 - b0

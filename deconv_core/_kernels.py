@@ -64,8 +64,11 @@ def col2im(cols, bias, y, stride, dilation, offset):  # pragma: no cover - compi
                             p1 = i1 * s1 + t1 * d1 - f1
                             row = out[p0, p1]
                             srow = src[i0, i1]
-                            for i2 in range(lo2, hi2):
-                                row[i2 * s2 + base2] += srow[i2]
+                            if s2 == 1:
+                                row[lo2 + base2 : hi2 + base2] += srow[lo2:hi2]
+                            else:
+                                for i2 in range(lo2, hi2):
+                                    row[i2 * s2 + base2] += srow[i2]
 
 
 @numba.njit(**_JIT)
@@ -105,8 +108,11 @@ def im2col(x, cols, stride, dilation, offset):  # pragma: no cover - compiled
                     srow = src[o0 * s0 + t0 * d0 - f0, o1 * s1 + t1 * d1 - f1]
                     for o2 in range(lo2):
                         row[o2] = 0
-                    for o2 in range(lo2, hi2):
-                        row[o2] = srow[o2 * s2 + base2]
+                    if s2 == 1:
+                        row[lo2:hi2] = srow[lo2 + base2 : hi2 + base2]
+                    else:
+                        for o2 in range(lo2, hi2):
+                            row[o2] = srow[o2 * s2 + base2]
                     for o2 in range(hi2, O2):
                         row[o2] = 0
 
