@@ -6,6 +6,9 @@ the output with three spatial axes. Routes:
 
 ``direct``
     One Numba kernel, prange over (batch, output channel). Best for depthwise and tiny work.
+``patch``
+    Transposed conv only: one GEMM producing a kernel patch per input pixel, then a Numba scatter
+    of whole kernel rows; wins for long kernel rows (large kernels such as FCN upsampling).
 ``gemm``
     Lowering to one BLAS GEMM per group (numpy matmul) plus a Numba im2col (conv) or col2im
     (transposed conv), processed in batch chunks that bound the column buffer's memory.
@@ -28,6 +31,8 @@ __all__ = ["ROUTES", "choose_route", "run"]
 COLS_BUDGET_BYTES = 48 * 1024 * 1024
 #: Below this many multiply-accumulates the direct kernel beats the GEMM's fixed costs.
 SMALL_MACS = 1 << 20
+#: Transposed convs whose kernel rows are at least this long add whole kernel rows at a time.
+PATCH_MIN_KERNEL_WIDTH = 8
 
 
 def _batch_chunk(per_image_elems: int, x: np.ndarray, w: np.ndarray, geom: Geometry) -> int:
@@ -87,14 +92,29 @@ def _gemm_conv(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -
     return y.reshape(geom.batch, geom.c_out, *geom.out_size)
 
 
-def _gemm(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
-    if geom.op == "conv":
-        return _gemm_conv(x, w, bias, geom)
-    return _gemm_transpose(x, w, bias, geom)
+def _patch_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
+    """Transposed conv as (pixels x C_in) @ (C_in x C_out*K), then add whole kernel patches."""
+    G, Cig, Cog = geom.groups, geom.c_in_per_group, geom.c_out_per_group
+    K = w.shape[2] * w.shape[3] * w.shape[4]
+    N = int(np.prod(geom.in_size))
+    wg = w.reshape(G, Cig, Cog * K)
+    y = np.empty((geom.batch, geom.c_out, *geom.out_size), dtype=x.dtype)
+    chunk = _batch_chunk(geom.c_out * K * N, x, w, geom)
+    for b0 in range(0, geom.batch, chunk):
+        b1 = min(geom.batch, b0 + chunk)
+        nb = b1 - b0
+        # (G, nb*N, Cig): pixels as rows; a transposed view when nb == 1.
+        xs = x[b0:b1].reshape(nb, G, Cig, N).transpose(1, 0, 3, 2).reshape(G, nb * N, Cig)
+        cols = np.matmul(xs, wg).reshape(G, nb, *geom.in_size, Cog, *w.shape[2:])
+        _kernels.col2im_patch(cols, bias, y[b0:b1], geom.stride, geom.dilation, geom.offset)
+    return y
 
 
 Route = Callable[[np.ndarray, np.ndarray, np.ndarray, Geometry], np.ndarray]
-ROUTES: dict[str, Route] = {"direct": _direct, "gemm": _gemm}
+ROUTES: dict[str, dict[str, Route]] = {
+    "conv": {"direct": _direct, "gemm": _gemm_conv},
+    "conv_transpose": {"direct": _direct, "gemm": _gemm_transpose, "patch": _patch_transpose},
+}
 
 
 def choose_route(geom: Geometry) -> str:
@@ -108,10 +128,12 @@ def choose_route(geom: Geometry) -> str:
     Returns
     -------
     str
-        A key of :data:`ROUTES`.
+        A key of ``ROUTES[geom.op]``.
     """
     if geom.c_in_per_group * geom.c_out_per_group <= 4 or geom.macs < SMALL_MACS:
         return "direct"
+    if geom.op == "conv_transpose" and geom.kernel[2] >= PATCH_MIN_KERNEL_WIDTH:
+        return "patch"
     return "gemm"
 
 
@@ -119,4 +141,4 @@ def run(
     x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry, route: str | None = None
 ) -> np.ndarray:
     """Compute one call on canonical arrays (see module docstring) by the chosen route."""
-    return ROUTES[route or choose_route(geom)](x, w, bias, geom)
+    return ROUTES[geom.op][route or choose_route(geom)](x, w, bias, geom)

@@ -64,8 +64,9 @@ def col2im(cols, bias, y, stride, dilation, offset):  # pragma: no cover - compi
                             p1 = i1 * s1 + t1 * d1 - f1
                             row = out[p0, p1]
                             srow = src[i0, i1]
-                            if s2 == 1:
-                                row[lo2 + base2 : hi2 + base2] += srow[lo2:hi2]
+                            if s2 == 1:  # contiguous, vectorisable
+                                for i2 in range(lo2, hi2):
+                                    row[i2 + base2] += srow[i2]
                             else:
                                 for i2 in range(lo2, hi2):
                                     row[i2 * s2 + base2] += srow[i2]
@@ -206,3 +207,50 @@ def transpose_direct(x, w, bias, y, groups, stride, dilation, offset):  # pragma
 def zeros_bias(c_out: int, dtype: np.dtype) -> np.ndarray:
     """A zero bias, so every kernel has one signature with or without a user bias."""
     return np.zeros(c_out, dtype=dtype)
+
+
+@numba.njit(**_JIT)
+def col2im_patch(cols, bias, y, stride, dilation, offset):  # pragma: no cover - compiled
+    """Scatter per-pixel kernel patches into the output and add the bias (large kernels).
+
+    cols : (G, B, N0, N1, N2, Cog, K0, K1, K2), one contiguous kernel patch per input pixel and
+    output channel; bias : (C_out,); y : (B, C_out, O0, O1, O2). Best when the kernel rows are
+    long (the inner loop runs along a kernel row, contiguous in cols and, for dilation 1, in y).
+    """
+    G, B, N0, N1, N2, Cog, K0, K1, K2 = cols.shape
+    O0, O1, O2 = y.shape[2], y.shape[3], y.shape[4]
+    s0, s1, s2 = stride
+    d0, d1, d2 = dilation
+    f0, f1, f2 = offset
+    C_out = G * Cog
+    for job in numba.prange(B * C_out):
+        b = job // C_out
+        co = job % C_out
+        g = co // Cog
+        o = co % Cog
+        out = y[b, co]
+        bv = bias[co]
+        for p0 in range(O0):
+            for p1 in range(O1):
+                for p2 in range(O2):
+                    out[p0, p1, p2] = bv
+        for i0 in range(N0):
+            for i1 in range(N1):
+                for i2 in range(N2):
+                    patch = cols[g, b, i0, i1, i2, o]
+                    # taps t with 0 <= i*s + t*d - f < O, as [lo, hi)
+                    lo2 = max(0, _ceil_div(f2 - i2 * s2, d2))
+                    hi2 = min(K2, (O2 - 1 + f2 - i2 * s2) // d2 + 1)
+                    base2 = i2 * s2 - f2
+                    for t0 in range(K0):
+                        p0 = i0 * s0 + t0 * d0 - f0
+                        if p0 < 0 or p0 >= O0:
+                            continue
+                        for t1 in range(K1):
+                            p1 = i1 * s1 + t1 * d1 - f1
+                            if p1 < 0 or p1 >= O1:
+                                continue
+                            row = out[p0, p1]
+                            prow = patch[t0, t1]
+                            for t2 in range(lo2, hi2):
+                                row[base2 + t2 * d2] += prow[t2]

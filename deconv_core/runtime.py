@@ -9,7 +9,7 @@ import numba
 import numpy as np
 
 from deconv_core import _engine
-from deconv_core.api import conv, conv_transpose
+from deconv_core.params import conv_geometry, transpose_geometry
 
 __all__ = ["runtime_info", "set_num_threads", "warmup"]
 
@@ -26,15 +26,25 @@ def warmup() -> float:
     """
     start = time.perf_counter()
     for dtype in _WARM_DTYPES:
-        x = np.ones((1, 2, 3, 3), dtype)
-        for route in _engine.ROUTES:
-            saved = _engine.choose_route
-            _engine.choose_route = lambda geom, _r=route: _r  # type: ignore[assignment]
-            try:
-                conv(x, np.ones((2, 2, 2, 2), dtype), stride=1, padding=1)
-                conv_transpose(x, np.ones((2, 2, 2, 2), dtype), stride=2, padding=1)
-            finally:
-                _engine.choose_route = saved  # type: ignore[assignment]
+        x = np.ones((1, 2, 1, 3, 3), dtype)
+        w = np.ones((2, 2, 1, 2, 2), dtype)
+        b = np.zeros(2, dtype)
+        shapes = dict(x_shape=x.shape, w_shape=w.shape, bias_shape=b.shape)
+        geoms = {
+            "conv": conv_geometry(**shapes, stride=1, padding=(0, 1, 1), dilation=1, groups=1),
+            "conv_transpose": transpose_geometry(
+                **shapes,
+                stride=2,
+                padding=(0, 1, 1),
+                output_padding=0,
+                output_shape=None,
+                dilation=1,
+                groups=1,
+            ),
+        }
+        for op, routes in _engine.ROUTES.items():
+            for route in routes:
+                _engine.run(x, w, b, geoms[op], route)
     return time.perf_counter() - start
 
 
