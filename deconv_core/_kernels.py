@@ -22,8 +22,8 @@ def _ceil_div(a: int, b: int) -> int:
 @numba.njit(cache=True, inline="always")
 def _range(n_src: int, n_dst: int, s: int, t_d: int, off: int) -> tuple[int, int]:
     """Indices ``i`` in ``[0, n_src)`` with ``0 <= i*s + t_d - off < n_dst``, as ``[lo, hi)``."""
-    lo = max(0, _ceil_div(off - t_d, s))
-    hi = min(n_src, (n_dst - 1 + off - t_d) // s + 1)
+    lo = min(n_src, max(0, _ceil_div(off - t_d, s)))
+    hi = max(lo, min(n_src, (n_dst - 1 + off - t_d) // s + 1))
     return lo, hi
 
 
@@ -109,8 +109,9 @@ def im2col(x, cols, stride, dilation, offset):  # pragma: no cover - compiled
                     srow = src[o0 * s0 + t0 * d0 - f0, o1 * s1 + t1 * d1 - f1]
                     for o2 in range(lo2):
                         row[o2] = 0
-                    if s2 == 1:
-                        row[lo2:hi2] = srow[lo2 + base2 : hi2 + base2]
+                    if s2 == 1:  # contiguous, vectorisable
+                        for o2 in range(lo2, hi2):
+                            row[o2] = srow[o2 + base2]
                     else:
                         for o2 in range(lo2, hi2):
                             row[o2] = srow[o2 * s2 + base2]

@@ -15,7 +15,7 @@ import numpy as np
 
 from deconv_core import _engine
 from deconv_core.errors import InvalidArgumentError, UnsupportedDtypeError
-from deconv_core.params import Geometry, conv_geometry, transpose_geometry
+from deconv_core.params import Geometry, Layout, conv_geometry, transpose_geometry
 
 __all__ = ["DATA_FORMATS", "WEIGHT_FORMATS", "conv", "conv_transpose"]
 
@@ -36,6 +36,8 @@ def _as_array(op: str, name: str, value: Any) -> np.ndarray:
             arr = np.asarray(value)
         except (TypeError, ValueError) as exc:
             raise InvalidArgumentError(f"{op}: {name} is not an array: {exc}") from exc
+    if arr.dtype.kind == "f" and not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))  # byte order only; same values
     if arr.dtype not in _NATIVE and arr.dtype not in _WIDENED:
         raise UnsupportedDtypeError(
             f"{op}: {name} dtype {arr.dtype} is not supported; use float32 or float64 "
@@ -72,27 +74,19 @@ def _prepare(
                 f"{op}: {name} dtype {arr.dtype} must match the input dtype {xa.dtype}; "
                 f"cast one of them (mixed dtypes are not computed)"
             )
-    if xa.ndim not in (3, 4, 5):
-        raise InvalidArgumentError(
-            f"{op}: input must have 3, 4 or 5 dims (batch, channels, 1-3 spatial axes), "
-            f"got {xa.ndim} dims with shape {xa.shape}"
-        )
-    if wa.ndim != xa.ndim:
-        raise InvalidArgumentError(
-            f"{op}: weight must have {xa.ndim} dims like the input, got shape {wa.shape}"
-        )
     if ba is not None and ba.ndim != 1:
         raise InvalidArgumentError(
             f"{op}: bias must be 1-D with one value per output channel, got shape {ba.shape}"
         )
-    nd = xa.ndim
-    if data_format == "channels_last":
-        xa = np.moveaxis(xa, -1, 1)
-    if weight_format == "tf":
-        # TF: conv (k..., C_in/g, C_out), transposed (k..., C_out/g, C_in): both become
-        # (last, second-to-last, k...), i.e. torch's (C_out, C_in/g, k...) / (C_in, C_out/g, k...).
-        wa = wa.transpose(nd - 1, nd - 2, *range(nd - 2))
     return xa, wa, ba, xa.dtype
+
+
+def _to_logical(xa: np.ndarray, wa: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+    """Views of the (already validated) arrays as channels-first data, torch-layout weight."""
+    nd = xa.ndim
+    xl = xa.transpose(*(layout.x_axis(j, nd) for j in range(nd)))
+    wl = wa.transpose(*(layout.w_axis(j, nd) for j in range(nd)))
+    return xl, wl
 
 
 def _to_kernel(arr: np.ndarray, dtype: np.dtype, rank: int) -> np.ndarray:
@@ -167,6 +161,7 @@ def conv(
     """
     op = "conv"
     xa, wa, ba, dtype = _prepare(op, x, weight, bias, data_format, weight_format)
+    layout = Layout(data_format, weight_format)
     geom = conv_geometry(
         xa.shape,
         wa.shape,
@@ -175,8 +170,9 @@ def conv(
         padding=padding,
         dilation=dilation,
         groups=groups,
+        layout=layout,
     )
-    return _compute(geom, xa, wa, ba, dtype, data_format)
+    return _compute(geom, *_to_logical(xa, wa, layout), ba, dtype, data_format)
 
 
 def conv_transpose(
@@ -236,6 +232,7 @@ def conv_transpose(
     """
     op = "conv_transpose"
     xa, wa, ba, dtype = _prepare(op, x, weight, bias, data_format, weight_format)
+    layout = Layout(data_format, weight_format)
     geom = transpose_geometry(
         xa.shape,
         wa.shape,
@@ -246,5 +243,6 @@ def conv_transpose(
         output_shape=output_shape,
         dilation=dilation,
         groups=groups,
+        layout=layout,
     )
-    return _compute(geom, xa, wa, ba, dtype, data_format)
+    return _compute(geom, *_to_logical(xa, wa, layout), ba, dtype, data_format)

@@ -17,7 +17,14 @@ from typing import Any
 from deconv_core import shapes
 from deconv_core.errors import InvalidArgumentError
 
-__all__ = ["PADDING_MODES", "Geometry", "conv_geometry", "per_axis", "transpose_geometry"]
+__all__ = [
+    "PADDING_MODES",
+    "Geometry",
+    "Layout",
+    "conv_geometry",
+    "per_axis",
+    "transpose_geometry",
+]
 
 PADDING_MODES = ("valid", "same", "same_lower")
 Triple = tuple[int, int, int]
@@ -104,7 +111,8 @@ def per_axis(op: str, name: str, value: Any, rank: int, minimum: int) -> tuple[i
     if isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != rank:
             raise InvalidArgumentError(
-                f"{op}: {name} must be one int or {rank} ints (one per spatial axis), "
+                f"{op}: {name} must be one int or a sequence of {rank} ints (one per spatial "
+                f"axis), "
                 f"got {len(value)}: {tuple(value)!r}"
             )
         values = tuple(_as_int(op, f"{name}[{i}]", v) for i, v in enumerate(value))
@@ -158,6 +166,39 @@ def explicit_pads(op: str, padding: Any, rank: int) -> list[tuple[int, int]] | s
 
 
 @dataclass(frozen=True)
+class Layout:
+    """How the caller's arrays are laid out: maps logical axes to the caller's axes.
+
+    Logical order is channels-first data ``(N, C, *spatial)`` and torch-layout weights
+    (conv ``(C_out, C_in/g, *k)``, transposed ``(C_in, C_out/g, *k)``); error messages quote
+    the caller's own axis numbers and shapes.
+    """
+
+    data_format: str = "channels_first"
+    weight_format: str = "torch"
+
+    def x_axis(self, logical: int, nd: int) -> int:
+        """Caller's axis of logical data axis ``logical`` (0 batch, 1 channels, 2.. spatial)."""
+        if self.data_format == "channels_first" or logical == 0:
+            return logical
+        return nd - 1 if logical == 1 else logical - 1
+
+    def w_axis(self, logical: int, nd: int) -> int:
+        """Caller's axis of logical (torch-layout) weight axis ``logical``."""
+        if self.weight_format == "torch":
+            return logical
+        return nd - 1 - logical if logical < 2 else logical - 2
+
+    def weight_layout(self, op: str) -> str:
+        """The caller's weight layout, for messages."""
+        if op == "conv":
+            torch, tf = "(C_out, C_in/groups, k...)", "(k..., C_in/groups, C_out)"
+        else:
+            torch, tf = "(C_in, C_out/groups, k...)", "(k..., C_out/groups, C_in)"
+        return torch if self.weight_format == "torch" else f"{tf} (weight_format='tf')"
+
+
+@dataclass(frozen=True)
 class _Common:
     rank: int
     batch: int
@@ -172,56 +213,58 @@ class _Common:
 
 def _common(
     op: str,
-    x_shape: tuple[int, ...],
-    w_shape: tuple[int, ...],
+    x_user: tuple[int, ...],
+    w_user: tuple[int, ...],
     bias_shape: tuple[int, ...] | None,
     stride: Any,
     dilation: Any,
     groups: Any,
+    layout: Layout,
 ) -> _Common:
-    """Check ranks, channels, groups and sizes shared by both ops (shapes are channels-first
-    data and torch-layout weights)."""
-    if len(x_shape) not in (3, 4, 5):
+    """Check ranks, channels, groups and sizes shared by both ops, on the caller's shapes."""
+    nd = len(x_user)
+    if nd not in (3, 4, 5):
         raise InvalidArgumentError(
             f"{op}: input must have 3, 4 or 5 dims (batch, channels, 1-3 spatial axes), "
-            f"got {len(x_shape)} dims with shape {x_shape}"
+            f"got {nd} dims with shape {x_user}"
         )
-    rank = len(x_shape) - 2
-    if len(w_shape) != len(x_shape):
+    rank = nd - 2
+    if len(w_user) != nd:
         raise InvalidArgumentError(
-            f"{op}: weight must have {len(x_shape)} dims like the input (rank {rank}), "
-            f"got shape {w_shape}"
+            f"{op}: weight must have {nd} dims like the input (rank {rank}), got shape {w_user}"
         )
-    for what, shape in (("input", x_shape), ("weight", w_shape)):
+    for what, shape in (("input", x_user), ("weight", w_user)):
         for axis, size in enumerate(shape):
             if size < 1:
                 raise InvalidArgumentError(
                     f"{op}: {what} size {size} on axis {axis} must be >= 1 (shape {shape})"
                 )
+    x_shape = tuple(x_user[layout.x_axis(j, nd)] for j in range(nd))
+    w_shape = tuple(w_user[layout.w_axis(j, nd)] for j in range(nd))
+    w0, w1 = layout.w_axis(0, nd), layout.w_axis(1, nd)
+    where = f"weight layout {layout.weight_layout(op)}, input shape {x_user}"
     g = _as_int(op, "groups", groups)
     if g < 1:
         raise InvalidArgumentError(f"{op}: groups={g} must be >= 1")
     batch, c_in = x_shape[0], x_shape[1]
+    if c_in % g:
+        raise InvalidArgumentError(f"{op}: groups={g} must divide input channels C_in={c_in}")
     if op == "conv":
         c_out = w_shape[0]
-        if c_in % g:
-            raise InvalidArgumentError(f"{op}: groups={g} must divide input channels C_in={c_in}")
         if c_out % g:
             raise InvalidArgumentError(
-                f"{op}: groups={g} must divide output channels C_out={c_out} (weight.shape[0])"
+                f"{op}: groups={g} must divide output channels C_out={c_out} (weight.shape[{w0}])"
             )
         if w_shape[1] * g != c_in:
             raise InvalidArgumentError(
-                f"{op}: weight.shape[1]={w_shape[1]} must be C_in/groups={c_in}/{g}"
-                f"={c_in // g} (weight layout (C_out, C_in/groups, k...), input shape {x_shape})"
+                f"{op}: weight.shape[{w1}]={w_shape[1]} must be C_in/groups={c_in}/{g}"
+                f"={c_in // g} ({where})"
             )
     else:
-        if c_in % g:
-            raise InvalidArgumentError(f"{op}: groups={g} must divide input channels C_in={c_in}")
         if w_shape[0] != c_in:
             raise InvalidArgumentError(
-                f"{op}: weight.shape[0]={w_shape[0]} must equal input channels C_in={c_in} "
-                f"(weight layout (C_in, C_out/groups, k...), input shape {x_shape})"
+                f"{op}: weight.shape[{w0}]={w_shape[0]} must equal input channels "
+                f"C_in={c_in} ({where})"
             )
         c_out = w_shape[1] * g
     if bias_shape is not None and bias_shape != (c_out,):
@@ -275,8 +318,9 @@ def conv_geometry(
     padding: Any,
     dilation: Any,
     groups: Any,
+    layout: Layout = Layout(),
 ) -> Geometry:
-    """Canonical geometry of ``conv`` (channels-first shapes, torch weight layout).
+    """Canonical geometry of ``conv`` from the caller's shapes and layout.
 
     Returns
     -------
@@ -284,7 +328,7 @@ def conv_geometry(
         With ``offset`` the pad before each axis.
     """
     op = "conv"
-    c = _common(op, x_shape, w_shape, bias_shape, stride, dilation, groups)
+    c = _common(op, x_shape, w_shape, bias_shape, stride, dilation, groups, layout)
     pads = explicit_pads(op, padding, c.rank)
     if isinstance(pads, str):
         if pads == "valid":
@@ -364,8 +408,9 @@ def transpose_geometry(
     output_shape: Any,
     dilation: Any,
     groups: Any,
+    layout: Layout = Layout(),
 ) -> Geometry:
-    """Canonical geometry of ``conv_transpose`` (channels-first shapes, torch weight layout).
+    """Canonical geometry of ``conv_transpose`` from the caller's shapes and layout.
 
     Returns
     -------
@@ -373,7 +418,7 @@ def transpose_geometry(
         With ``offset`` the crop before each axis of the full scatter result.
     """
     op = "conv_transpose"
-    c = _common(op, x_shape, w_shape, bias_shape, stride, dilation, groups)
+    c = _common(op, x_shape, w_shape, bias_shape, stride, dilation, groups, layout)
     pads = explicit_pads(op, padding, c.rank)
     op_pad = per_axis(op, "output_padding", output_padding, c.rank, 0)
     if output_shape is not None:
