@@ -49,8 +49,10 @@ proto: install-test
 demo: install
 	$(PY) examples/demo.py
 
+# OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (set on some machines here) slow numpy's BLAS: unset both,
+# for this command only. Competitors: $(PIP) install -e '.[bench]' (torch, onnx, onnxruntime).
 bench: install
-	$(PY) -m bench $(BENCH_ARGS)
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) -m bench $(BENCH_ARGS)
 
 soak: install-test
 	$(PY) -m pytest -m soak $(PYTEST_ARGS)
