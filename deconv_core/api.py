@@ -108,7 +108,7 @@ def _compute(
     dtype = _WIDENED.get(in_dtype, in_dtype)
     x3 = _to_kernel(xa, dtype, geom.rank)
     w3 = _to_kernel(wa, dtype, geom.rank)
-    b = np.zeros(geom.c_out, dtype) if ba is None else np.ascontiguousarray(ba, dtype=dtype)
+    b = np.zeros(geom.c_out, dtype) if ba is None else np.array(ba, dtype=dtype)  # writable
     y = _engine.run(x3, w3, b, geom).reshape(geom.output_shape)
     if data_format == "channels_last":
         y = np.ascontiguousarray(np.moveaxis(y, 1, -1))
