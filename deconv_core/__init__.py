@@ -4,6 +4,13 @@ The transposed convolution is the adjoint (transpose) of the convolution's linea
 inverse; the bias is added after it, per output channel, on every output element.
 """
 
+import os
+
+# Idle OpenMP workers sleep instead of spinning, so they don't steal the cores from the BLAS
+# calls that follow a prange (see deconv_core._threads). Must precede Numba's first parallel call;
+# an explicit OMP_WAIT_POLICY in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from deconv_core.api import DATA_FORMATS, WEIGHT_FORMATS, conv, conv_transpose
 from deconv_core.errors import (
     DeconvError,

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from deconv_core import _kernels
+from deconv_core import _kernels, _threads
 from deconv_core.params import Geometry
 
 __all__ = ["ROUTES", "choose_route", "run"]
@@ -65,7 +65,7 @@ def _gemm_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geomet
             xg = xs.reshape(G, Cig, N)
         else:
             xg = np.ascontiguousarray(xs.transpose(1, 2, 0, 3)).reshape(G, Cig, nb * N)
-        cols = np.matmul(wt, xg)
+        cols = _threads.matmul(wt, xg)
         cols = cols.reshape(G, Cog, *w.shape[2:], nb, *geom.in_size)
         _kernels.col2im(cols, bias, y[b0:b1], geom.stride, geom.dilation, geom.offset)
     return y
@@ -83,7 +83,7 @@ def _gemm_conv(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -
         nb = b1 - b0
         cols = np.empty((G, Cig, *w.shape[2:], nb, *geom.out_size), dtype=x.dtype)
         _kernels.im2col(x[b0:b1], cols, geom.stride, geom.dilation, geom.offset)
-        res = np.matmul(wg, cols.reshape(G, Cig * K, nb * O))  # (G, Cog, nb*O)
+        res = _threads.matmul(wg, cols.reshape(G, Cig * K, nb * O))  # (G, Cog, nb*O)
         np.add(
             res.reshape(geom.c_out, nb, O).transpose(1, 0, 2),
             bias[None, :, None],
@@ -105,7 +105,7 @@ def _patch_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geome
         nb = b1 - b0
         # (G, nb*N, Cig): pixels as rows; a transposed view when nb == 1.
         xs = x[b0:b1].reshape(nb, G, Cig, N).transpose(1, 0, 3, 2).reshape(G, nb * N, Cig)
-        cols = np.matmul(xs, wg).reshape(G, nb, *geom.in_size, Cog, *w.shape[2:])
+        cols = _threads.matmul(xs, wg).reshape(G, nb, *geom.in_size, Cog, *w.shape[2:])
         _kernels.col2im_patch(cols, bias, y[b0:b1], geom.stride, geom.dilation, geom.offset)
     return y
 
@@ -141,4 +141,8 @@ def run(
     x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry, route: str | None = None
 ) -> np.ndarray:
     """Compute one call on canonical arrays (see module docstring) by the chosen route."""
-    return ROUTES[geom.op][route or choose_route(geom)](x, w, bias, geom)
+    chosen = route or choose_route(geom)
+    if chosen == "direct":
+        return ROUTES[geom.op][chosen](x, w, bias, geom)
+    with _threads.blas_single_threaded():
+        return ROUTES[geom.op][chosen](x, w, bias, geom)
