@@ -1,0 +1,33 @@
+"""deconv_server: the gRPC service ``deconv.v1.Deconv`` around the deconv_core compute core.
+
+Modules: :mod:`~deconv_server.config` (settings), :mod:`~deconv_server.convert` (request ->
+core call), :mod:`~deconv_server.servicer` (the RPCs), :mod:`~deconv_server.status` (exception ->
+status code), :mod:`~deconv_server.app` (server assembly, health, reflection, signals),
+:mod:`~deconv_server.cli` (``deconv-server``), :mod:`~deconv_server.healthcheck` (container probe).
+
+``import deconv_server`` is cheap; :func:`create_server` and :func:`serve` load the core on use.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Any
+
+__all__ = ["ServerConfig", "__version__", "create_server", "serve"]
+
+try:
+    __version__ = metadata.version("deconv")
+except metadata.PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0+unknown"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ServerConfig":
+        from deconv_server.config import ServerConfig
+
+        return ServerConfig
+    if name in ("create_server", "serve"):
+        from deconv_server import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'deconv_server' has no attribute {name!r}")

@@ -1,0 +1,305 @@
+"""Python arguments -> request messages, response messages -> numpy; shared by both clients.
+
+The arguments are those of ``deconv_core.conv``/``conv_transpose``. The client checks only what
+the wire cannot express (a dtype that cannot travel, ``groups=0`` which the wire reads as "unset",
+a one-element list that the wire would read as "every axis") and leaves every other rule to the
+server, so errors read the same whether they come from the core or through the service. A
+:class:`Prepared` call keeps the request's metadata and the tensor bytes apart until the client
+picks the unary RPC or, for tensors above the message size limit, the chunked one.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from deconv import codec
+from deconv.v1 import deconv_pb2 as pb
+
+from deconv_client.errors import DataLossError, InvalidArgumentError
+
+__all__ = ["OutputAssembler", "Prepared", "build_request", "decode_output"]
+
+_DATA_FORMATS = {
+    "channels_first": pb.DATA_FORMAT_CHANNELS_FIRST,
+    "channels_last": pb.DATA_FORMAT_CHANNELS_LAST,
+}
+_WEIGHT_FORMATS = {"torch": pb.WEIGHT_FORMAT_TORCH, "tf": pb.WEIGHT_FORMAT_TF}
+_PADDING_MODES = {
+    "valid": pb.PADDING_MODE_VALID,
+    "same": pb.PADDING_MODE_SAME,
+    "same_lower": pb.PADDING_MODE_SAME_LOWER,
+}
+
+
+def _is_seq(value: Any) -> bool:
+    return isinstance(value, Sequence | np.ndarray) and not isinstance(value, str | bytes)
+
+
+def _int(op: str, name: str, value: Any) -> int:
+    if isinstance(value, bool | np.bool_):
+        raise InvalidArgumentError(f"{op}: {name}={value!r} must be an integer, not a bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise InvalidArgumentError(
+            f"{op}: {name}={value!r} must be an integer (got {type(value).__name__})"
+        ) from None
+
+
+def _per_axis(op: str, name: str, value: Any, rank: int | None) -> list[int]:
+    """An int or one int per spatial axis, as a repeated field (one value = every axis)."""
+    if not _is_seq(value):
+        return [_int(op, name, value)]
+    items = list(value)
+    if rank is not None and len(items) != rank:
+        raise InvalidArgumentError(
+            f"{op}: {name} must be one int or {rank} ints (one per spatial axis), "
+            f"got {len(items)}: {tuple(items)!r}"
+        )
+    return [_int(op, f"{name}[{i}]", v) for i, v in enumerate(items)]
+
+
+def _choice(op: str, name: str, value: Any, table: dict[str, int]) -> int:
+    if isinstance(value, str) and value in table:
+        return table[value]
+    raise InvalidArgumentError(
+        f"{op}: {name}={value!r} must be one of {', '.join(map(repr, table))}"
+    )
+
+
+def _set_padding(op: str, request: Any, padding: Any, rank: int | None) -> None:
+    if isinstance(padding, str):
+        mode = _PADDING_MODES.get(padding.lower())
+        if mode is None:
+            raise InvalidArgumentError(
+                f"{op}: padding={padding!r} is not a padding mode; use an int, per-axis ints, "
+                f"(before, after) pairs, or one of {', '.join(map(repr, _PADDING_MODES))}"
+            )
+        request.padding_mode = mode
+        return
+    if _is_seq(padding) and any(_is_seq(p) for p in padding):
+        pairs = list(padding)
+        if rank is not None and len(pairs) != rank:
+            raise InvalidArgumentError(
+                f"{op}: padding must have one (before, after) pair per spatial axis ({rank}), "
+                f"got {len(pairs)}: {tuple(pairs)!r}"
+            )
+        before, after = [], []
+        for i, pair in enumerate(pairs):
+            if not _is_seq(pair) or len(pair) != 2:
+                raise InvalidArgumentError(
+                    f"{op}: padding[{i}]={pair!r} must be a (before, after) pair of ints"
+                )
+            before.append(_int(op, f"padding[{i}][0]", pair[0]))
+            after.append(_int(op, f"padding[{i}][1]", pair[1]))
+    else:
+        before = after = _per_axis(op, "padding", padding, rank)
+    request.explicit_padding.before.extend(before)
+    request.explicit_padding.after.extend(after)
+
+
+def _wire(op: str, name: str, value: Any) -> tuple[int, np.ndarray]:
+    arr = np.asarray(value)
+    try:
+        return codec.wire_array(arr)
+    except codec.CodecError:
+        raise InvalidArgumentError(
+            f"{op}: {name} dtype {arr.dtype} is not supported; use float32 or float64 "
+            f"(float16 and bfloat16 are computed in float32)"
+        ) from None
+
+
+@dataclass
+class Prepared:
+    """A checked call: the request's metadata plus the tensor bytes, not yet joined.
+
+    Attributes
+    ----------
+    op : str
+        "conv" or "conv_transpose".
+    request : ConvRequest or TransposedConvRequest
+        Every field, tensors with dtype and shape but no data.
+    input_dtype : numpy.dtype
+        The result comes back in it.
+    payloads : list of (str, ndarray)
+        ("input" | "weight" | "bias", little-endian C-contiguous wire array), in stream order.
+    output_estimate : int
+        Rough size of the result in bytes (0 = unknown); it only steers the transport.
+    """
+
+    op: str
+    request: Any
+    input_dtype: np.dtype
+    payloads: list[tuple[str, np.ndarray]]
+    output_estimate: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of tensor data."""
+        return sum(arr.nbytes for _, arr in self.payloads)
+
+    def unary_request(self) -> Any:
+        """A copy of the request with every tensor's data filled in."""
+        request = type(self.request)()
+        request.CopyFrom(self.request)
+        for name, arr in self.payloads:
+            getattr(request, name).data = arr.tobytes()
+        return request
+
+    def chunks(self, message_type: Any, chunk_bytes: int = codec.CHUNK_BYTES) -> Iterator[Any]:
+        """Messages of the chunked RPC: the request, then ``chunk_bytes`` slices of the data.
+
+        The first message also asks for response messages of at most ``chunk_bytes``.
+        """
+        yield message_type(request=self.request, response_chunk_bytes=chunk_bytes)
+        for _, arr in self.payloads:
+            if not arr.size:
+                continue
+            raw = memoryview(arr).cast("B")
+            for start in range(0, len(raw), chunk_bytes):
+                yield message_type(data=bytes(raw[start : start + chunk_bytes]))
+
+
+def build_request(
+    op: str,
+    x: Any,
+    weight: Any,
+    bias: Any,
+    *,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    groups: Any,
+    data_format: Any,
+    weight_format: Any,
+    output_padding: Any = 0,
+    output_shape: Any = None,
+) -> Prepared:
+    """Check the arguments of ``op`` ("conv" or "conv_transpose") and prepare the call.
+
+    Raises
+    ------
+    InvalidArgumentError
+        An argument the wire cannot carry faithfully.
+    """
+    xa = np.asarray(x)
+    rank = xa.ndim - 2 if xa.ndim in (3, 4, 5) else None
+    request: Any = pb.ConvRequest() if op == "conv" else pb.TransposedConvRequest()
+    request.data_format = _choice(op, "data_format", data_format, _DATA_FORMATS)
+    request.weight_format = _choice(op, "weight_format", weight_format, _WEIGHT_FORMATS)
+    payloads = []
+    for name, value in (("input", xa), ("weight", weight), ("bias", bias)):
+        if value is None and name == "bias":
+            continue
+        dtype, arr = _wire(op, name, value)
+        getattr(request, name).CopyFrom(pb.Tensor(dtype=dtype, shape=arr.shape))
+        payloads.append((name, arr))
+    request.stride.extend(_per_axis(op, "stride", stride, rank))
+    request.dilation.extend(_per_axis(op, "dilation", dilation, rank))
+    _set_padding(op, request, padding, rank)
+    request.groups = _int(op, "groups", groups)
+    if request.groups < 1:  # 0 would read as "unset" (1) on the wire
+        raise InvalidArgumentError(f"{op}: groups={request.groups} must be >= 1")
+    if op == "conv_transpose":
+        request.output_padding.extend(_per_axis(op, "output_padding", output_padding, rank))
+        if output_shape is not None:
+            items = list(output_shape) if _is_seq(output_shape) else [output_shape]
+            request.output_shape.extend(
+                _int(op, f"output_shape[{i}]", v) for i, v in enumerate(items)
+            )
+    return Prepared(op, request, xa.dtype, payloads, _output_estimate(request, payloads))
+
+
+def _output_estimate(request: Any, payloads: list[tuple[str, np.ndarray]]) -> int:
+    """Approximate result bytes from the shapes (0 when the ranks are off: the server says why)."""
+    x, w = payloads[0][1], payloads[1][1]
+    if x.ndim not in (3, 4, 5) or w.ndim != x.ndim:
+        return 0
+    rank = x.ndim - 2
+    last = request.data_format == pb.DATA_FORMAT_CHANNELS_LAST
+    spatial = x.shape[1:-1] if last else x.shape[2:]
+    tf = request.weight_format == pb.WEIGHT_FORMAT_TF
+    kernel = w.shape[:-2] if tf else w.shape[2:]
+    strides = list(request.stride) * rank if len(request.stride) == 1 else list(request.stride)
+    if len(strides) != rank:
+        return 0
+    if isinstance(request, pb.ConvRequest):
+        c_out = w.shape[-1] if tf else w.shape[0]
+        out = [-(-n // max(s, 1)) for n, s in zip(spatial, strides, strict=True)]
+    else:
+        c_out = (w.shape[-2] if tf else w.shape[1]) * max(request.groups, 1)
+        if len(request.output_shape) == rank:
+            out = list(request.output_shape)
+        else:
+            out = [(n - 1) * s + k for n, s, k in zip(spatial, strides, kernel, strict=True)]
+    count = x.shape[0] * c_out * math.prod(max(o, 0) for o in out)
+    return count * x.itemsize
+
+
+def decode_output(tensor: pb.Tensor, input_dtype: np.dtype, data: Any = None) -> np.ndarray:
+    """Writable numpy result in the input's dtype (bfloat16 types keep their own dtype).
+
+    ``data`` holds the bytes of a chunked result (then the tensor is only the header).
+    """
+    if tensor.dtype == pb.DTYPE_BFLOAT16 and input_dtype.name == "bfloat16":
+        bits = codec.decode_bits(tensor, name="output", data=data).view(input_dtype)
+        return bits if bits.flags.writeable else bits.copy()
+    arr = codec.decode(tensor, name="output", data=data)
+    return arr if arr.flags.writeable else arr.copy()
+
+
+class OutputAssembler:
+    """Collects the ``TensorChunk`` messages of a chunked result into one array.
+
+    Feed every message to :meth:`add`, then call :meth:`result`.
+    """
+
+    def __init__(self, input_dtype: np.dtype) -> None:
+        self._dtype = input_dtype
+        self._header: pb.Tensor | None = None
+        self._buffer = bytearray()
+        self._view = memoryview(self._buffer)
+        self._pos = 0
+
+    def add(self, message: pb.TensorChunk) -> None:
+        """Take one message (header first, then data).
+
+        Raises
+        ------
+        DataLossError
+            Out-of-order or surplus data.
+        """
+        if message.WhichOneof("part") == "header":
+            if self._header is not None:
+                raise DataLossError("chunked result: a second header arrived")
+            self._header = message.header
+            self._buffer = bytearray(codec.tensor_nbytes(message.header, name="output"))
+            self._view = memoryview(self._buffer)
+            return
+        if self._header is None:
+            raise DataLossError("chunked result: data arrived before the header")
+        data = message.data
+        end = self._pos + len(data)
+        if end > len(self._buffer):
+            raise DataLossError(f"chunked result: more than the {len(self._buffer)} bytes declared")
+        self._view[self._pos : end] = data
+        self._pos = end
+
+    def result(self) -> np.ndarray:
+        """The assembled array, in the input's dtype.
+
+        Raises
+        ------
+        DataLossError
+            No header, or fewer bytes than the header declared.
+        """
+        if self._header is None or self._pos != len(self._buffer):
+            raise DataLossError(
+                f"chunked result: the stream ended after {self._pos} of {len(self._buffer)} bytes"
+            )
+        return decode_output(self._header, self._dtype, self._buffer)

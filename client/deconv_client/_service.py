@@ -1,0 +1,144 @@
+"""Service-level messages as plain Python: :class:`ServerInfo`, and grpc.health.v1 by hand.
+
+The health messages are two one-field protobufs, encoded here so the client needs no
+grpcio-health-checking (a test checks the bytes against the real stubs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from deconv.v1 import deconv_pb2 as pb
+
+__all__ = ["HEALTH_CHECK_METHOD", "ServerInfo", "decode_health", "encode_health", "server_info"]
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What ``GetServerInfo`` reports, as plain Python values.
+
+    Attributes
+    ----------
+    version : str
+    dtypes : tuple of str
+        e.g. ("float32", "float64", "float16", "bfloat16").
+    ranks : tuple of int
+    limits : dict
+        max_message_bytes, max_tensor_elements, max_output_elements, max_queue, workers.
+    numba_version, threading_layer : str
+    threads : int
+    runtime : dict of str to str
+    instance_id : str
+        Differs between server processes (replicas).
+    requests_served, requests_failed : int
+    warm : bool
+    """
+
+    version: str
+    dtypes: tuple[str, ...]
+    ranks: tuple[int, ...]
+    limits: dict[str, int]
+    numba_version: str
+    threading_layer: str
+    threads: int
+    runtime: dict[str, str]
+    instance_id: str
+    requests_served: int
+    requests_failed: int
+    warm: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict of every field."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def server_info(response: pb.GetServerInfoResponse) -> ServerInfo:
+    """:class:`ServerInfo` of a ``GetServerInfoResponse``."""
+    lim = response.limits
+    return ServerInfo(
+        version=response.version,
+        dtypes=tuple(_dtype_label(d) for d in response.dtypes),
+        ranks=tuple(int(r) for r in response.ranks),
+        limits={
+            "max_message_bytes": lim.max_message_bytes,
+            "max_tensor_elements": lim.max_tensor_elements,
+            "max_output_elements": lim.max_output_elements,
+            "max_queue": lim.max_queue,
+            "workers": lim.workers,
+        },
+        numba_version=response.numba_version,
+        threading_layer=response.threading_layer,
+        threads=response.threads,
+        runtime=dict(response.runtime),
+        instance_id=response.instance_id,
+        requests_served=response.requests_served,
+        requests_failed=response.requests_failed,
+        warm=response.warm,
+    )
+
+
+def _dtype_label(value: int) -> str:
+    try:
+        return pb.DType.Name(value).removeprefix("DTYPE_").lower()
+    except ValueError:
+        return str(value)
+
+
+# grpc.health.v1, encoded by hand so the client needs no grpcio-health-checking:
+# HealthCheckRequest {string service = 1;}  HealthCheckResponse {ServingStatus status = 1;}
+HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check"
+_HEALTH_NAMES = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def encode_health(service: str) -> bytes:
+    """Serialized ``grpc.health.v1.HealthCheckRequest``."""
+    raw = service.encode()
+    return b"\x0a" + _varint(len(raw)) + raw if raw else b""
+
+
+def decode_health(data: bytes) -> str:
+    """Status name of a serialized ``grpc.health.v1.HealthCheckResponse``."""
+    status, pos = 0, 0
+    while pos < len(data):
+        key, pos = _read_varint(data, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _read_varint(data, pos)
+            if field == 1:
+                status = value
+        elif wire == 2:
+            length, pos = _read_varint(data, pos)
+            pos += length
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:
+            raise ValueError(f"malformed health response (wire type {wire})")
+    return _HEALTH_NAMES.get(status, str(status))
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if pos >= len(data):
+            raise ValueError("malformed health response (truncated varint)")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7

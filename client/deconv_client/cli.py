@@ -1,0 +1,174 @@
+"""``deconv``: command-line client (.npy files in, .npy file out).
+
+::
+
+    deconv conv-transpose --input x.npy --weight w.npy [--bias b.npy] --stride 2 --padding 1 \\
+        [--output-padding 1] [--output-shape 16 16] [--dilation 1] [--groups 1] \\
+        --output y.npy --target 127.0.0.1:50051
+    deconv conv --input x.npy --weight w.npy --padding same --output y.npy
+    deconv health [--service deconv.v1.Deconv]
+    deconv info
+
+``--padding`` takes one int, one int per axis, ``before:after`` pairs per axis, or
+valid/same/same_lower. ``--target`` defaults to $DECONV_TARGET or 127.0.0.1:50051. Exit codes:
+0 success, 1 the server or the connection failed (or health is not SERVING), 2 usage errors,
+unreadable input files and arguments the client rejects before sending.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from deconv_client.client import Client
+from deconv_client.errors import DeconvClientError, InvalidArgumentError
+
+__all__ = ["build_parser", "main"]
+
+_MODES = ("valid", "same", "same_lower")
+
+
+class UsageError(Exception):
+    """A command-line problem: exit code 2."""
+
+
+def _padding(tokens: list[str]) -> Any:
+    if len(tokens) == 1 and tokens[0].lower() in _MODES:
+        return tokens[0].lower()
+    try:
+        if any(":" in t for t in tokens):
+            pairs = []
+            for t in tokens:
+                before, sep, after = t.partition(":")
+                if not sep:
+                    raise ValueError(t)
+                pairs.append((int(before), int(after)))
+            return pairs
+        values = [int(t) for t in tokens]
+    except ValueError:
+        raise UsageError(
+            f"--padding {' '.join(tokens)}: use one int, one int per axis, before:after pairs, "
+            f"or one of {', '.join(_MODES)}"
+        ) from None
+    return values[0] if len(values) == 1 else values
+
+
+def _ints(values: list[int] | None, default: Any) -> Any:
+    if values is None:
+        return default
+    return values[0] if len(values) == 1 else values
+
+
+def _load(path: str | None, flag: str) -> np.ndarray | None:
+    if path is None:
+        return None
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {flag} {path}: {exc}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser of ``deconv``."""
+    parser = argparse.ArgumentParser(
+        prog="deconv", description="Client of the deconv gRPC service (.npy in, .npy out)."
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--target",
+        default=os.environ.get("DECONV_TARGET", "127.0.0.1:50051"),
+        help="server address or gRPC URI (default $DECONV_TARGET or %(default)s)",
+    )
+    common.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
+    common.add_argument(
+        "--token", default=os.environ.get("DECONV_TOKEN"), help="bearer token ($DECONV_TOKEN)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, helptext in (
+        ("conv", "convolution (cross-correlation) with optional bias"),
+        ("conv-transpose", "transposed convolution with optional bias"),
+    ):
+        p = sub.add_parser(name, parents=[common], help=helptext, description=helptext)
+        p.add_argument("--input", required=True, help="input .npy (N, C_in, spatial...)")
+        p.add_argument("--weight", required=True, help="weight .npy")
+        p.add_argument("--bias", help="bias .npy (C_out,)")
+        p.add_argument("--output", required=True, help="result .npy to write")
+        p.add_argument("--stride", type=int, nargs="+", help="one int or one per axis")
+        p.add_argument("--padding", nargs="+", help="int(s), before:after pairs, or a mode")
+        p.add_argument("--dilation", type=int, nargs="+", help="one int or one per axis")
+        p.add_argument("--groups", type=int, default=1)
+        p.add_argument(
+            "--data-format", default="channels_first", choices=("channels_first", "channels_last")
+        )
+        p.add_argument("--weight-format", default="torch", choices=("torch", "tf"))
+        if name == "conv-transpose":
+            p.add_argument("--output-padding", type=int, nargs="+", help="one int or per axis")
+            p.add_argument("--output-shape", type=int, nargs="+", help="spatial output sizes")
+    p = sub.add_parser("health", parents=[common], help="print the grpc.health.v1 status")
+    p.add_argument("--service", default="", help='service name (default "": the server)')
+    sub.add_parser("info", parents=[common], help="print GetServerInfo as JSON")
+    return parser
+
+
+def _compute(client: Client, args: argparse.Namespace) -> int:
+    x = _load(args.input, "--input")
+    w = _load(args.weight, "--weight")
+    b = _load(args.bias, "--bias")
+    params: dict[str, Any] = {
+        "stride": _ints(args.stride, 1),
+        "padding": _padding(args.padding) if args.padding else 0,
+        "dilation": _ints(args.dilation, 1),
+        "groups": args.groups,
+        "data_format": args.data_format,
+        "weight_format": args.weight_format,
+    }
+    if args.command == "conv":
+        y = client.conv(x, w, b, **params)
+    else:
+        params["output_padding"] = _ints(args.output_padding, 0)
+        params["output_shape"] = args.output_shape
+        y = client.conv_transpose(x, w, b, **params)
+    try:
+        np.save(args.output, y, allow_pickle=False)
+    except OSError as exc:
+        raise UsageError(f"cannot write --output {args.output}: {exc}") from None
+    print(f"wrote {args.output}: shape {tuple(y.shape)} {y.dtype}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``deconv``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        with Client(args.target, timeout=args.timeout, token=args.token) as client:
+            if args.command == "health":
+                status = client.health(args.service)
+                print(status)
+                return 0 if status == "SERVING" else 1
+            if args.command == "info":
+                print(json.dumps(client.server_info().as_dict(), indent=2, sort_keys=True))
+                return 0
+            return _compute(client, args)
+    except (UsageError, InvalidArgumentError) as exc:
+        if isinstance(exc, InvalidArgumentError) and exc.__cause__ is not None:
+            print(f"deconv: error: {exc.code.name}: {exc}", file=sys.stderr)
+            return 1
+        print(f"deconv: error: {exc}", file=sys.stderr)
+        return 2
+    except DeconvClientError as exc:
+        print(f"deconv: error: {exc.code.name}: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # e.g. a malformed target or load-balancing option
+        print(f"deconv: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DTYPE_UNSPECIFIED: _ClassVar[DType]
+    DTYPE_FLOAT32: _ClassVar[DType]
+    DTYPE_FLOAT64: _ClassVar[DType]
+    DTYPE_FLOAT16: _ClassVar[DType]
+    DTYPE_BFLOAT16: _ClassVar[DType]
+
+class DataFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DATA_FORMAT_UNSPECIFIED: _ClassVar[DataFormat]
+    DATA_FORMAT_CHANNELS_FIRST: _ClassVar[DataFormat]
+    DATA_FORMAT_CHANNELS_LAST: _ClassVar[DataFormat]
+
+class WeightFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WEIGHT_FORMAT_UNSPECIFIED: _ClassVar[WeightFormat]
+    WEIGHT_FORMAT_TORCH: _ClassVar[WeightFormat]
+    WEIGHT_FORMAT_TF: _ClassVar[WeightFormat]
+
+class PaddingMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PADDING_MODE_UNSPECIFIED: _ClassVar[PaddingMode]
+    PADDING_MODE_VALID: _ClassVar[PaddingMode]
+    PADDING_MODE_SAME: _ClassVar[PaddingMode]
+    PADDING_MODE_SAME_LOWER: _ClassVar[PaddingMode]
+DTYPE_UNSPECIFIED: DType
+DTYPE_FLOAT32: DType
+DTYPE_FLOAT64: DType
+DTYPE_FLOAT16: DType
+DTYPE_BFLOAT16: DType
+DATA_FORMAT_UNSPECIFIED: DataFormat
+DATA_FORMAT_CHANNELS_FIRST: DataFormat
+DATA_FORMAT_CHANNELS_LAST: DataFormat
+WEIGHT_FORMAT_UNSPECIFIED: WeightFormat
+WEIGHT_FORMAT_TORCH: WeightFormat
+WEIGHT_FORMAT_TF: WeightFormat
+PADDING_MODE_UNSPECIFIED: PaddingMode
+PADDING_MODE_VALID: PaddingMode
+PADDING_MODE_SAME: PaddingMode
+PADDING_MODE_SAME_LOWER: PaddingMode
+
+class Tensor(_message.Message):
+    __slots__ = ("dtype", "shape", "data")
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    dtype: DType
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ExplicitPadding(_message.Message):
+    __slots__ = ("before", "after")
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    before: _containers.RepeatedScalarFieldContainer[int]
+    after: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, before: _Optional[_Iterable[int]] = ..., after: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ConvRequest(_message.Message):
+    __slots__ = ("input", "weight", "bias", "stride", "dilation", "groups", "data_format", "weight_format", "padding_mode", "explicit_padding")
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    BIAS_FIELD_NUMBER: _ClassVar[int]
+    STRIDE_FIELD_NUMBER: _ClassVar[int]
+    DILATION_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    PADDING_MODE_FIELD_NUMBER: _ClassVar[int]
+    EXPLICIT_PADDING_FIELD_NUMBER: _ClassVar[int]
+    input: Tensor
+    weight: Tensor
+    bias: Tensor
+    stride: _containers.RepeatedScalarFieldContainer[int]
+    dilation: _containers.RepeatedScalarFieldContainer[int]
+    groups: int
+    data_format: DataFormat
+    weight_format: WeightFormat
+    padding_mode: PaddingMode
+    explicit_padding: ExplicitPadding
+    def __init__(self, input: _Optional[_Union[Tensor, _Mapping]] = ..., weight: _Optional[_Union[Tensor, _Mapping]] = ..., bias: _Optional[_Union[Tensor, _Mapping]] = ..., stride: _Optional[_Iterable[int]] = ..., dilation: _Optional[_Iterable[int]] = ..., groups: _Optional[int] = ..., data_format: _Optional[_Union[DataFormat, str]] = ..., weight_format: _Optional[_Union[WeightFormat, str]] = ..., padding_mode: _Optional[_Union[PaddingMode, str]] = ..., explicit_padding: _Optional[_Union[ExplicitPadding, _Mapping]] = ...) -> None: ...
+
+class TransposedConvRequest(_message.Message):
+    __slots__ = ("input", "weight", "bias", "stride", "dilation", "groups", "data_format", "weight_format", "padding_mode", "explicit_padding", "output_padding", "output_shape")
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    BIAS_FIELD_NUMBER: _ClassVar[int]
+    STRIDE_FIELD_NUMBER: _ClassVar[int]
+    DILATION_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    PADDING_MODE_FIELD_NUMBER: _ClassVar[int]
+    EXPLICIT_PADDING_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_PADDING_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    input: Tensor
+    weight: Tensor
+    bias: Tensor
+    stride: _containers.RepeatedScalarFieldContainer[int]
+    dilation: _containers.RepeatedScalarFieldContainer[int]
+    groups: int
+    data_format: DataFormat
+    weight_format: WeightFormat
+    padding_mode: PaddingMode
+    explicit_padding: ExplicitPadding
+    output_padding: _containers.RepeatedScalarFieldContainer[int]
+    output_shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, input: _Optional[_Union[Tensor, _Mapping]] = ..., weight: _Optional[_Union[Tensor, _Mapping]] = ..., bias: _Optional[_Union[Tensor, _Mapping]] = ..., stride: _Optional[_Iterable[int]] = ..., dilation: _Optional[_Iterable[int]] = ..., groups: _Optional[int] = ..., data_format: _Optional[_Union[DataFormat, str]] = ..., weight_format: _Optional[_Union[WeightFormat, str]] = ..., padding_mode: _Optional[_Union[PaddingMode, str]] = ..., explicit_padding: _Optional[_Union[ExplicitPadding, _Mapping]] = ..., output_padding: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ConvResponse(_message.Message):
+    __slots__ = ("output",)
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    output: Tensor
+    def __init__(self, output: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class GetServerInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_message_bytes", "max_tensor_elements", "max_output_elements", "max_queue", "workers")
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_TENSOR_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    max_message_bytes: int
+    max_tensor_elements: int
+    max_output_elements: int
+    max_queue: int
+    workers: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_tensor_elements: _Optional[int] = ..., max_output_elements: _Optional[int] = ..., max_queue: _Optional[int] = ..., workers: _Optional[int] = ...) -> None: ...
+
+class GetServerInfoResponse(_message.Message):
+    __slots__ = ("version", "dtypes", "ranks", "limits", "numba_version", "threading_layer", "threads", "runtime", "instance_id", "requests_served", "requests_failed", "warm")
+    class RuntimeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DTYPES_FIELD_NUMBER: _ClassVar[int]
+    RANKS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    NUMBA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    THREADING_LAYER_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_SERVED_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    WARM_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    dtypes: _containers.RepeatedScalarFieldContainer[DType]
+    ranks: _containers.RepeatedScalarFieldContainer[int]
+    limits: Limits
+    numba_version: str
+    threading_layer: str
+    threads: int
+    runtime: _containers.ScalarMap[str, str]
+    instance_id: str
+    requests_served: int
+    requests_failed: int
+    warm: bool
+    def __init__(self, version: _Optional[str] = ..., dtypes: _Optional[_Iterable[_Union[DType, str]]] = ..., ranks: _Optional[_Iterable[int]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., numba_version: _Optional[str] = ..., threading_layer: _Optional[str] = ..., threads: _Optional[int] = ..., runtime: _Optional[_Mapping[str, str]] = ..., instance_id: _Optional[str] = ..., requests_served: _Optional[int] = ..., requests_failed: _Optional[int] = ..., warm: _Optional[bool] = ...) -> None: ...
+
+class ConvRequestChunk(_message.Message):
+    __slots__ = ("request", "data", "response_chunk_bytes")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    request: ConvRequest
+    data: bytes
+    response_chunk_bytes: int
+    def __init__(self, request: _Optional[_Union[ConvRequest, _Mapping]] = ..., data: _Optional[bytes] = ..., response_chunk_bytes: _Optional[int] = ...) -> None: ...
+
+class TransposedConvRequestChunk(_message.Message):
+    __slots__ = ("request", "data", "response_chunk_bytes")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    request: TransposedConvRequest
+    data: bytes
+    response_chunk_bytes: int
+    def __init__(self, request: _Optional[_Union[TransposedConvRequest, _Mapping]] = ..., data: _Optional[bytes] = ..., response_chunk_bytes: _Optional[int] = ...) -> None: ...
+
+class TensorChunk(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: Tensor
+    data: bytes
+    def __init__(self, header: _Optional[_Union[Tensor, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...

@@ -1,0 +1,74 @@
+"""``deconv-server``: run the gRPC service (flags override DECONV_* environment variables)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from deconv_server import __version__
+from deconv_server.config import ENV_VARS, ConfigError, ServerConfig
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser of ``deconv-server``; every flag defaults to its DECONV_* variable."""
+    d = ServerConfig()
+    p = argparse.ArgumentParser(
+        prog="deconv-server",
+        description="gRPC service for N-d convolution and transposed convolution. "
+        "Prints 'deconv-server listening on HOST:PORT' once bound; logs to stderr.",
+    )
+
+    def env(name: str) -> str:
+        return f"(env {ENV_VARS[name]}, default {getattr(d, name)})"
+
+    p.add_argument("--host", help=f"interface to bind {env('host')}")
+    p.add_argument("--port", type=int, help=f"port, 0 = any free port {env('port')}")
+    p.add_argument(
+        "--max-message-bytes", type=int, help=f"request/response cap {env('max_message_bytes')}"
+    )
+    p.add_argument(
+        "--max-tensor-elements", type=int, help=f"per input tensor {env('max_tensor_elements')}"
+    )
+    p.add_argument(
+        "--max-output-elements", type=int, help=f"per result {env('max_output_elements')}"
+    )
+    p.add_argument("--workers", type=int, help=f"compute RPCs admitted at once {env('workers')}")
+    p.add_argument("--log-level", help=f"logging level {env('log_level')}")
+    warm = p.add_mutually_exclusive_group()
+    warm.add_argument(
+        "--warmup",
+        dest="warmup",
+        action="store_true",
+        default=None,
+        help=f"compile kernels before SERVING {env('warmup')}",
+    )
+    warm.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip warmup")
+    p.add_argument(
+        "--grace-seconds", type=float, help=f"drain time on SIGTERM {env('grace_seconds')}"
+    )
+    p.add_argument("--version", action="version", version=f"deconv-server {__version__}")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``deconv-server``; returns the exit code (2 for a bad configuration)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = ServerConfig.from_env(**vars(args))
+    except ConfigError as exc:
+        parser.error(str(exc))
+    from deconv_server.app import serve  # loads the core: keep --help fast
+
+    try:
+        return serve(config)
+    except OSError as exc:
+        print(f"deconv-server: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

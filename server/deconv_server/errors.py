@@ -1,0 +1,39 @@
+"""Exceptions the server raises itself (the core and the codec have their own).
+
+Each class maps to exactly one gRPC status code in :mod:`deconv_server.status`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BusyError",
+    "DeadlineError",
+    "RequestError",
+    "RequestLimitError",
+    "ServerError",
+    "UnauthenticatedError",
+]
+
+
+class ServerError(Exception):
+    """Base class of the server's own errors."""
+
+
+class RequestError(ServerError, ValueError):
+    """The request is malformed: a missing tensor, an unknown enum value (INVALID_ARGUMENT)."""
+
+
+class RequestLimitError(ServerError):
+    """The request or its result is over a configured size limit (RESOURCE_EXHAUSTED)."""
+
+
+class BusyError(ServerError):
+    """Too many requests are in flight, or the server is shutting down (UNAVAILABLE)."""
+
+
+class DeadlineError(ServerError, TimeoutError):
+    """The deadline passed before the core was free (DEADLINE_EXCEEDED)."""
+
+
+class UnauthenticatedError(ServerError):
+    """Missing or wrong credentials (UNAUTHENTICATED)."""

@@ -1,0 +1,251 @@
+"""The ``deconv.v1.Deconv`` servicer: decode, compute under the core lock, encode.
+
+Unary RPCs carry whole tensors; the ``*Chunked`` RPCs stream them (see
+:mod:`deconv_server.chunked`) and otherwise run the same checks, lock and status mapping.
+
+The core's Numba parallel region is not safe for two callers at once (the workqueue threading
+layer aborts the process), and each call already uses every core, so all core calls of the
+process go through :data:`CORE_LOCK`. Requests admitted beyond ``config.workers`` get
+UNAVAILABLE at once; a request whose deadline passes while it waits for the lock gets
+DEADLINE_EXCEEDED without computing. Errors map to status codes through
+:func:`deconv_server.status.status_for`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import numpy as np
+from deconv import codec
+from deconv.v1 import deconv_pb2 as pb
+from deconv.v1 import deconv_pb2_grpc as pb_grpc
+
+import deconv_core
+from deconv_server import __version__
+from deconv_server.chunked import output_chunks, receive_call
+from deconv_server.config import ServerConfig
+from deconv_server.convert import CoreCall, parse_request
+from deconv_server.errors import BusyError, DeadlineError
+from deconv_server.status import status_for
+
+__all__ = ["CORE_LOCK", "INSTANCE_ID", "DeconvServicer"]
+
+_log = logging.getLogger("deconv_server")
+
+#: Serialises every deconv_core call of the process (warmup included).
+CORE_LOCK = threading.Lock()
+
+#: Identifies this process among replicas: hostname:pid:random.
+INSTANCE_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+_OPS = {"conv": deconv_core.conv, "conv_transpose": deconv_core.conv_transpose}
+_NO_DEADLINE = 1e8
+
+
+class DeconvServicer(pb_grpc.DeconvServicer):
+    """Implements Conv, TransposedConv and GetServerInfo.
+
+    Parameters
+    ----------
+    config : ServerConfig
+        Limits in force.
+    warm : threading.Event, optional
+        Set once the kernels are compiled; reported by GetServerInfo.
+    lock : threading.Lock, optional
+        The lock serialising core calls (default :data:`CORE_LOCK`).
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        warm: threading.Event | None = None,
+        lock: Any = CORE_LOCK,
+    ) -> None:
+        self._config = config
+        self._warm = warm if warm is not None else threading.Event()
+        self._lock = lock
+        self._state = threading.Lock()
+        self._in_flight = 0
+        self._served = 0
+        self._failed = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Compute RPCs admitted and not finished (running or waiting for the core)."""
+        with self._state:
+            return self._in_flight
+
+    def Conv(self, request: pb.ConvRequest, context: grpc.ServicerContext) -> pb.ConvResponse:  # noqa: N802
+        """Convolution (see the proto)."""
+        return self._serve("conv", request, context)
+
+    def TransposedConv(  # noqa: N802
+        self, request: pb.TransposedConvRequest, context: grpc.ServicerContext
+    ) -> pb.ConvResponse:
+        """Transposed convolution (see the proto)."""
+        return self._serve("conv_transpose", request, context)
+
+    def ConvChunked(  # noqa: N802
+        self, request_iterator: Iterator[pb.ConvRequestChunk], context: grpc.ServicerContext
+    ) -> Iterator[pb.TensorChunk]:
+        """Convolution with tensors sent and received in chunks."""
+        return self._serve_chunked("conv", request_iterator, context)
+
+    def TransposedConvChunked(  # noqa: N802
+        self,
+        request_iterator: Iterator[pb.TransposedConvRequestChunk],
+        context: grpc.ServicerContext,
+    ) -> Iterator[pb.TensorChunk]:
+        """Transposed convolution with tensors sent and received in chunks."""
+        return self._serve_chunked("conv_transpose", request_iterator, context)
+
+    def GetServerInfo(  # noqa: N802
+        self, request: pb.GetServerInfoRequest, context: grpc.ServicerContext
+    ) -> pb.GetServerInfoResponse:
+        """Version, dtypes, ranks, limits in force, compute runtime, counters."""
+        cfg = self._config
+        runtime = _runtime_info()
+        with self._state:
+            served, failed = self._served, self._failed
+        return pb.GetServerInfoResponse(
+            version=__version__,
+            dtypes=[pb.DTYPE_FLOAT32, pb.DTYPE_FLOAT64, pb.DTYPE_FLOAT16, pb.DTYPE_BFLOAT16],
+            ranks=[1, 2, 3],
+            limits=pb.Limits(
+                max_message_bytes=cfg.max_message_bytes,
+                max_tensor_elements=cfg.max_tensor_elements,
+                max_output_elements=cfg.max_output_elements,
+                max_queue=cfg.workers,
+                workers=cfg.workers,
+            ),
+            numba_version=str(_first(runtime, "numba_version", "numba", default="")),
+            threading_layer=str(_first(runtime, "threading_layer", "layer", default="")),
+            threads=_as_int(_first(runtime, "threads", "num_threads", default=0)),
+            runtime={str(k): _text(v) for k, v in runtime.items()},
+            instance_id=INSTANCE_ID,
+            requests_served=served,
+            requests_failed=failed,
+            warm=self._warm.is_set(),
+        )
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _serve(self, op: str, request: Any, context: grpc.ServicerContext) -> pb.ConvResponse:
+        y, wire = self._execute(op, context, lambda: parse_request(op, request, self._config))
+        response = pb.ConvResponse()
+        codec.encode(y, dtype=wire, out=response.output)
+        return response
+
+    def _serve_chunked(
+        self, op: str, messages: Iterator[Any], context: grpc.ServicerContext
+    ) -> Iterator[pb.TensorChunk]:
+        asked: list[int] = []
+
+        def prepare() -> CoreCall:
+            call, chunk = receive_call(op, messages, self._config)
+            asked.append(chunk)
+            return call
+
+        y, wire = self._execute(op, context, prepare)
+        yield from output_chunks(y, wire, self._config.max_message_bytes, asked[0])
+
+    def _execute(
+        self, op: str, context: grpc.ServicerContext, prepare: Callable[[], CoreCall]
+    ) -> tuple[np.ndarray, int]:
+        """Admit, prepare the call, compute under the lock; abort with the mapped status."""
+        admitted = False
+        start = time.perf_counter()
+        try:
+            self._admit(op)
+            admitted = True
+            call = prepare()
+            y = self._compute(call, context)
+        except Exception as exc:
+            code, message = status_for(exc)
+            with self._state:
+                self._failed += 1
+            _log.info("%s -> %s: %s", op, code.name, message)
+            context.abort(code, message)
+            raise  # context.abort always raises; this keeps type checkers informed
+        finally:
+            if admitted:
+                with self._state:
+                    self._in_flight -= 1
+        with self._state:
+            self._served += 1
+        _log.debug(
+            "%s %s %s -> %s in %.1f ms",
+            op,
+            list(call.x.shape),
+            pb.DType.Name(call.wire_dtype),
+            list(y.shape),
+            1e3 * (time.perf_counter() - start),
+        )
+        return y, call.wire_dtype
+
+    def _admit(self, op: str) -> None:
+        with self._state:
+            if self._in_flight >= self._config.workers:
+                raise BusyError(
+                    f"{op}: server busy, {self._in_flight} requests in flight (limit "
+                    f"{self._config.workers}); retry later or on another replica"
+                )
+            self._in_flight += 1
+
+    def _compute(self, call: CoreCall, context: grpc.ServicerContext) -> np.ndarray:
+        remaining = context.time_remaining()
+        timeout = -1 if remaining is None or remaining > _NO_DEADLINE else max(0.0, remaining)
+        waited = time.perf_counter()
+        if not self._lock.acquire(timeout=timeout):
+            raise DeadlineError(
+                f"{call.op}: the deadline passed after {time.perf_counter() - waited:.3f} s "
+                f"waiting for the compute core (busy with other requests)"
+            )
+        try:
+            if not context.is_active():
+                raise DeadlineError(f"{call.op}: the call ended before the core was free")
+            return _OPS[call.op](call.x, call.weight, call.bias, **call.params)
+        finally:
+            self._lock.release()
+
+
+def _runtime_info() -> dict[str, Any]:
+    try:
+        info = deconv_core.runtime_info()
+    except Exception:  # runtime info is best effort; never fail GetServerInfo over it
+        _log.exception("deconv_core.runtime_info() failed")
+        return {}
+    return dict(info) if isinstance(info, dict) else {}
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _first(mapping: dict[str, Any], *keys: str, default: Any) -> Any:
+    for key in keys:
+        if key in mapping and mapping[key] is not None:
+            return mapping[key]
+    return default
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0

@@ -1,0 +1,75 @@
+"""The one table from exception classes to gRPC status codes (DESIGN.md section 4).
+
+A raised exception is looked up along its MRO, so subclasses inherit their parent's code. Every
+exception class of ``deconv_core.errors``, ``deconv.codec`` and ``deconv_server.errors`` has its
+own entry (a test enforces it). Anything not in the table is a bug: INTERNAL with a generic
+message, the traceback goes to the server log only.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from deconv import codec
+
+from deconv_core import errors as core_errors
+from deconv_server import errors
+
+__all__ = ["GENERIC_INTERNAL_MESSAGE", "STATUS_TABLE", "status_for"]
+
+_log = logging.getLogger("deconv_server")
+
+GENERIC_INTERNAL_MESSAGE = "internal server error; the server log has the details"
+
+#: Exception class -> status code. Entries of exact classes; lookup walks the MRO.
+STATUS_TABLE: dict[type[BaseException], grpc.StatusCode] = {
+    # deconv_core.errors
+    core_errors.DeconvError: grpc.StatusCode.INVALID_ARGUMENT,
+    core_errors.InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
+    core_errors.UnsupportedDtypeError: grpc.StatusCode.INVALID_ARGUMENT,
+    core_errors.ResourceLimitError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    # deconv.codec
+    codec.CodecError: grpc.StatusCode.INVALID_ARGUMENT,
+    codec.InvalidTensorError: grpc.StatusCode.INVALID_ARGUMENT,
+    codec.TensorLimitError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    # deconv_server.errors
+    errors.ServerError: grpc.StatusCode.INTERNAL,
+    errors.RequestError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.RequestLimitError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.BusyError: grpc.StatusCode.UNAVAILABLE,
+    errors.DeadlineError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
+    # Python: a huge allocation that failed despite the limits.
+    MemoryError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+_GENERIC_MESSAGES = {
+    MemoryError: "the server ran out of memory for this request; send smaller tensors",
+    errors.ServerError: GENERIC_INTERNAL_MESSAGE,
+}
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """Status code and client-facing message for an exception raised while serving.
+
+    Parameters
+    ----------
+    exc : BaseException
+        The exception.
+
+    Returns
+    -------
+    (grpc.StatusCode, str)
+        The code of the nearest class in :data:`STATUS_TABLE`, and the exception's message; or
+        INTERNAL and a generic message (the traceback is logged) when no class matches.
+    """
+    for cls in type(exc).__mro__:
+        code = STATUS_TABLE.get(cls)
+        if code is not None:
+            message = _GENERIC_MESSAGES.get(cls) or str(exc) or cls.__name__
+            if code is grpc.StatusCode.INTERNAL or cls is MemoryError:
+                _log.error("request failed: %s", exc, exc_info=exc)
+            return code, message
+    _log.error("unexpected error while serving a request", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, GENERIC_INTERNAL_MESSAGE

@@ -1,0 +1,57 @@
+"""Import boundaries of DESIGN.md section 1, checked on sys.modules in fresh interpreters."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+CASES = {
+    # package imports (all its public modules) -> module prefixes it must never load
+    "deconv_client": (
+        ["deconv_client", "deconv_client.aio", "deconv_client.cli", "deconv_client.errors"],
+        ["numba", "llvmlite", "deconv_core", "deconv_server"],
+    ),
+    "deconv_core": (["deconv_core"], ["grpc", "google.protobuf", "deconv_server", "deconv_client"]),
+    "deconv (stubs + codec)": (
+        ["deconv.codec", "deconv.v1.deconv_pb2", "deconv.v1.deconv_pb2_grpc"],
+        ["numba", "llvmlite", "deconv_core", "deconv_server", "deconv_client"],
+    ),
+    "deconv_server": (
+        ["deconv_server.app", "deconv_server.cli", "deconv_server.servicer"],
+        ["deconv_client"],
+    ),
+    "deconv_server.healthcheck": (
+        ["deconv_server.healthcheck"],
+        ["numba", "deconv_core", "deconv_client"],
+    ),
+}
+
+
+def _loaded(modules: list[str]) -> set[str]:
+    code = (
+        "import importlib, json, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    return set(json.loads(out))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_import_boundary(name: str) -> None:
+    imports, forbidden = CASES[name]
+    loaded = _loaded(imports)
+    assert set(imports) <= loaded
+    bad = sorted(m for m in loaded for f in forbidden if m == f or m.startswith(f + "."))
+    assert not bad, f"{name} pulled in {bad}"
+
+
+def test_server_really_loads_the_core() -> None:
+    """The check above can fail: the server side does load numba and the core."""
+    loaded = _loaded(["deconv_server.app"])
+    assert {"numba", "deconv_core", "grpc"} <= loaded
