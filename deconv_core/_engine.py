@@ -9,6 +9,9 @@ the output with three spatial axes. Routes:
 ``patch``
     Transposed conv only: one GEMM producing a kernel patch per input pixel, then a Numba scatter
     of whole kernel rows; wins for long kernel rows (large kernels such as FCN upsampling).
+``tiled``
+    Conv only: output rows in cache-sized tiles, each worker thread filling a small patch
+    buffer (serial Numba im2col) and multiplying it straight into the output.
 ``gemm``
     Lowering to one BLAS GEMM per group (numpy matmul) plus a Numba im2col (conv) or col2im
     (transposed conv), processed in batch chunks that bound the column buffer's memory.
@@ -29,9 +32,12 @@ __all__ = ["ROUTES", "choose_route", "run"]
 #: input + weight + output, so the route's peak memory stays within 2x of its operands (a chunk
 #: always holds at least one image).
 COLS_BUDGET_BYTES = 48 * 1024 * 1024
+#: Bytes of one tile's patch buffer in the tiled conv route (about one core's L2 cache).
+TILE_BYTES = 512 * 1024
 #: Below this many multiply-accumulates the direct kernel beats the GEMM's fixed costs.
 SMALL_MACS = 1 << 20
-#: Transposed convs whose kernel rows are at least this long add whole kernel rows at a time.
+#: Transposed convs whose 2-D kernel window is at least this long and wide (FCN-style
+#: upsampling) add whole kernel rows at a time; 1-D long kernels measured faster through GEMM.
 PATCH_MIN_KERNEL_WIDTH = 8
 
 
@@ -92,6 +98,40 @@ def _gemm_conv(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -
     return y.reshape(geom.batch, geom.c_out, *geom.out_size)
 
 
+def _tiled_conv(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
+    """Conv as cache-sized tiles of output rows: each worker fills a small patch buffer and
+    multiplies it straight into the output, so the im2col matrix never leaves the cache."""
+    G, Cig, Cog = geom.groups, geom.c_in_per_group, geom.c_out_per_group
+    K = w.shape[2] * w.shape[3] * w.shape[4]
+    O1, O2 = geom.out_size[1], geom.out_size[2]
+    rows = geom.out_size[0] * O1
+    per_row = geom.c_in * K * O2 * x.itemsize
+    step = max(1, min(rows, TILE_BYTES // per_row))
+    tiles = [
+        (b, r0, min(rows, r0 + step)) for b in range(geom.batch) for r0 in range(0, rows, step)
+    ]
+    wg = w.reshape(G, Cog, Cig * K)
+    y = np.empty((geom.batch, G, Cog, rows * O2), dtype=x.dtype)
+    bias_g = bias.reshape(G, Cog, 1)
+    kernel = (w.shape[2], w.shape[3], w.shape[4])
+
+    def work(part: list[tuple[int, int, int]]) -> None:
+        cols = np.empty((geom.c_in * K, step * O2), dtype=x.dtype)
+        for b, r0, r1 in part:
+            width = (r1 - r0) * O2
+            buf = cols[:, :width]
+            _kernels.im2col_rows(
+                x, b, buf, kernel, geom.stride, geom.dilation, geom.offset, geom.out_size, r0, r1
+            )
+            out = y[b, :, :, r0 * O2 : r1 * O2]
+            for g in range(G):
+                np.matmul(wg[g], buf[g * Cig * K : (g + 1) * Cig * K], out=out[g])
+            out += bias_g
+
+    _threads.run_parts(work, tiles)
+    return y.reshape(geom.batch, geom.c_out, *geom.out_size)
+
+
 def _patch_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
     """Transposed conv as (pixels x C_in) @ (C_in x C_out*K), then add whole kernel patches."""
     G, Cig, Cog = geom.groups, geom.c_in_per_group, geom.c_out_per_group
@@ -112,13 +152,13 @@ def _patch_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geome
 
 Route = Callable[[np.ndarray, np.ndarray, np.ndarray, Geometry], np.ndarray]
 ROUTES: dict[str, dict[str, Route]] = {
-    "conv": {"direct": _direct, "gemm": _gemm_conv},
+    "conv": {"direct": _direct, "gemm": _gemm_conv, "tiled": _tiled_conv},
     "conv_transpose": {"direct": _direct, "gemm": _gemm_transpose, "patch": _patch_transpose},
 }
 
 
 def choose_route(geom: Geometry) -> str:
-    """Pick the route for a geometry: ``direct`` for depthwise-like or tiny work, else ``gemm``.
+    """Pick the route for a geometry (thresholds measured on the DESIGN.md benchmark cases).
 
     Parameters
     ----------
@@ -132,7 +172,9 @@ def choose_route(geom: Geometry) -> str:
     """
     if geom.c_in_per_group * geom.c_out_per_group <= 4 or geom.macs < SMALL_MACS:
         return "direct"
-    if geom.op == "conv_transpose" and geom.kernel[2] >= PATCH_MIN_KERNEL_WIDTH:
+    if geom.op == "conv":
+        return "tiled"
+    if min(geom.kernel[1], geom.kernel[2]) >= PATCH_MIN_KERNEL_WIDTH:
         return "patch"
     return "gemm"
 

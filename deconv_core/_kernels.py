@@ -255,3 +255,48 @@ def col2im_patch(cols, bias, y, stride, dilation, offset):  # pragma: no cover -
                             prow = patch[t0, t1]
                             for t2 in range(lo2, hi2):
                                 row[base2 + t2 * d2] += prow[t2]
+
+
+@numba.njit(cache=True, nogil=True)
+def im2col_rows(x, b, cols, kernel, stride, dilation, offset, out_size, r0, r1):  # pragma: no cover
+    """Patches of image ``b`` for output rows ``[r0, r1)`` (row = (o0, o1)), serial.
+
+    cols : (C_in*K0*K1*K2, (r1-r0)*O2), rows ordered (channel, t0, t1, t2). Called from several
+    threads at once on disjoint buffers (``nogil``), each tile sized to stay in cache for its GEMM.
+    """
+    C_in = x.shape[1]
+    N0, N1, N2 = x.shape[2], x.shape[3], x.shape[4]
+    K0, K1, K2 = kernel
+    s0, s1, s2 = stride
+    d0, d1, d2 = dilation
+    f0, f1, f2 = offset
+    O1, O2 = out_size[1], out_size[2]
+    for ci in range(C_in):
+        src = x[b, ci]
+        for t0 in range(K0):
+            for t1 in range(K1):
+                for t2 in range(K2):
+                    dst = cols[((ci * K0 + t0) * K1 + t1) * K2 + t2]
+                    lo2, hi2 = _range(O2, N2, s2, t2 * d2, f2)
+                    base2 = t2 * d2 - f2
+                    for r in range(r0, r1):
+                        o0 = r // O1
+                        o1 = r % O1
+                        i0 = o0 * s0 + t0 * d0 - f0
+                        i1 = o1 * s1 + t1 * d1 - f1
+                        q = (r - r0) * O2
+                        if i0 < 0 or i0 >= N0 or i1 < 0 or i1 >= N1:
+                            for o2 in range(O2):
+                                dst[q + o2] = 0
+                            continue
+                        srow = src[i0, i1]
+                        for o2 in range(lo2):
+                            dst[q + o2] = 0
+                        if s2 == 1:
+                            for o2 in range(lo2, hi2):
+                                dst[q + o2] = srow[o2 + base2]
+                        else:
+                            for o2 in range(lo2, hi2):
+                                dst[q + o2] = srow[o2 * s2 + base2]
+                        for o2 in range(hi2, O2):
+                            dst[q + o2] = 0

@@ -13,13 +13,16 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numba
 import numpy as np
 
-__all__ = ["blas_single_threaded", "matmul"]
+__all__ = ["blas_single_threaded", "matmul", "run_parts"]
+
+T = TypeVar("T")
 
 #: GEMMs smaller than this many multiply-accumulates run on one thread (no pool hand-off).
 SPLIT_MIN_MACS = 1 << 22
@@ -87,3 +90,24 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     for f in futures:
         f.result()
     return out
+
+
+def run_parts(work: Callable[[list[T]], None], items: list[T]) -> None:
+    """Call ``work`` on interleaved shares of ``items``, one share per budgeted thread.
+
+    Parameters
+    ----------
+    work : callable
+        Processes a list of items; must write disjoint outputs (it runs concurrently).
+    items : list
+        Work items, dealt round-robin so each thread gets a similar amount.
+    """
+    n = min(numba.get_num_threads(), len(items))
+    if n <= 1:
+        work(items)
+        return
+    pool = _executor(numba.get_num_threads())
+    futures = [pool.submit(work, items[i::n]) for i in range(1, n)]
+    work(items[0::n])
+    for f in futures:
+        f.result()

@@ -49,7 +49,8 @@ def test_gemm_chunks_the_batch(monkeypatch):
 
 
 def test_dispatcher_picks_each_route():
-    """Depthwise goes direct, dense convs go through GEMM, long kernel rows through patches."""
+    """Depthwise goes direct, dense transposed convs through GEMM, large kernels through
+    patches, dense convs through cache-sized tiles."""
     shapes = {"bias_shape": None, "dilation": 1}
     depthwise = transpose_geometry(
         (8, 64, 32, 32), (64, 1, 4, 4), **shapes, stride=2, padding=1, output_padding=0,
@@ -69,4 +70,16 @@ def test_dispatcher_picks_each_route():
     assert _engine.choose_route(depthwise) == "direct"
     assert _engine.choose_route(dense) == "gemm"
     assert _engine.choose_route(long_rows) == "patch"
-    assert _engine.choose_route(conv) == "gemm"
+    assert _engine.choose_route(conv) == "tiled"
+
+
+def test_tiled_conv_with_one_row_tiles(monkeypatch):
+    """Tiles of a single output row (many tiles per image, dealt over threads) stay exact."""
+    monkeypatch.setattr(_engine, "TILE_BYTES", 1)
+    monkeypatch.setattr(_engine, "choose_route", lambda geom: "tiled")
+    for case in grid_cases("conv")[:40]:
+        case = Case(**{**case.__dict__, "N": 3})
+        x, w, b = case.arrays()
+        got = deconv_core.conv(x, w, b, **case.kwargs())
+        ref, bound = run_oracle(case.op, x, w, b, case.kwargs())
+        assert_matches(got, ref, bound, case.dtype, f"tiled:{case.id}")
