@@ -44,7 +44,8 @@ def warmup() -> float:
         }
         for op, routes in _engine.ROUTES.items():
             for route in routes:
-                _engine.run(x, w, b, geoms[op], route)
+                if _engine.route_applies(route, geoms[op]):
+                    _engine.run(x, w, b, geoms[op], route)
     return time.perf_counter() - start
 
 

@@ -27,7 +27,11 @@ ROUTE_CASES = [
 
 @pytest.mark.parametrize(("route", "case"), ROUTE_CASES)
 def test_forced_route_matches_oracle(route: str, case: Case, monkeypatch):
-    monkeypatch.setattr(_engine, "choose_route", lambda geom: route)
+    monkeypatch.setattr(
+        _engine,
+        "choose_route",
+        lambda geom: route if _engine.route_applies(route, geom) else "direct",
+    )
     x, w, b = case.arrays()
     fn = deconv_core.conv_transpose if case.op == CT else deconv_core.conv
     got = fn(x, w, b, **case.kwargs())
@@ -71,6 +75,12 @@ def test_dispatcher_picks_each_route():
     assert _engine.choose_route(dense) == "gemm"
     assert _engine.choose_route(long_rows) == "patch"
     assert _engine.choose_route(conv) == "tiled"
+    dilated = transpose_geometry(
+        (4, 64, 32, 32), (64, 64, 3, 3), bias_shape=None, dilation=2, stride=1, padding=2,
+        output_padding=0, output_shape=None, groups=1,
+    )
+    assert _engine.choose_route(dilated) == "flip"
+    assert not _engine.route_applies("flip", dense)
 
 
 def test_tiled_conv_with_one_row_tiles(monkeypatch):
