@@ -27,6 +27,15 @@ def _range(n_src: int, n_dst: int, s: int, t_d: int, off: int) -> tuple[int, int
     return lo, hi
 
 
+@numba.njit(cache=True, inline="always")
+def _fill(out, value) -> None:
+    """Set every element of a 3-D block to ``value`` (the bias, before accumulation)."""
+    for p0 in range(out.shape[0]):
+        for p1 in range(out.shape[1]):
+            for p2 in range(out.shape[2]):
+                out[p0, p1, p2] = value
+
+
 @numba.njit(**_JIT)
 def col2im(cols, bias, y, stride, dilation, offset):  # pragma: no cover - compiled
     """Scatter GEMM columns into the output and add the bias.
@@ -45,11 +54,7 @@ def col2im(cols, bias, y, stride, dilation, offset):  # pragma: no cover - compi
         g = co // Cog
         o = co % Cog
         out = y[b, co]
-        bv = bias[co]
-        for p0 in range(O0):
-            for p1 in range(O1):
-                for p2 in range(O2):
-                    out[p0, p1, p2] = bv
+        _fill(out, bias[co])
         for t0 in range(K0):
             lo0, hi0 = _range(N0, O0, s0, t0 * d0, f0)
             for t1 in range(K1):
@@ -137,11 +142,7 @@ def conv_direct(x, w, bias, y, groups, stride, dilation, offset):  # pragma: no 
         co = job % C_out
         g = co // Cog
         out = y[b, co]
-        bv = bias[co]
-        for p0 in range(O0):
-            for p1 in range(O1):
-                for p2 in range(O2):
-                    out[p0, p1, p2] = bv
+        _fill(out, bias[co])
         for c in range(Cig):
             src = x[b, g * Cig + c]
             for t0 in range(K0):
@@ -180,11 +181,7 @@ def transpose_direct(x, w, bias, y, groups, stride, dilation, offset):  # pragma
         g = co // Cog
         o = co % Cog
         out = y[b, co]
-        bv = bias[co]
-        for p0 in range(O0):
-            for p1 in range(O1):
-                for p2 in range(O2):
-                    out[p0, p1, p2] = bv
+        _fill(out, bias[co])
         for c in range(Cig):
             ci = g * Cig + c
             src = x[b, ci]
@@ -230,11 +227,7 @@ def col2im_patch(cols, bias, y, stride, dilation, offset):  # pragma: no cover -
         g = co // Cog
         o = co % Cog
         out = y[b, co]
-        bv = bias[co]
-        for p0 in range(O0):
-            for p1 in range(O1):
-                for p2 in range(O2):
-                    out[p0, p1, p2] = bv
+        _fill(out, bias[co])
         for i0 in range(N0):
             for i1 in range(N1):
                 for i2 in range(N2):
