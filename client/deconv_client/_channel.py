@@ -5,15 +5,33 @@ UNAVAILABLE with exponential backoff, at most 5 attempts): the compute RPCs are 
 so a retry is always safe, and a replica that goes away or is briefly busy costs no call. With
 ``load_balancing="round_robin"`` (the default when the target names several addresses or is a
 ``dns:///`` name) calls spread over every resolved address.
+
+:func:`channel_credentials` and :func:`resolve_token` turn the security arguments the clients
+share (PEM paths or bytes, a token or a token file) into gRPC credentials and a token.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "SERVICE", "channel_options", "default_load_balancing"]
+import grpc
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "SERVICE",
+    "PemSource",
+    "channel_credentials",
+    "channel_options",
+    "default_load_balancing",
+    "read_pem",
+    "resolve_token",
+]
+
+#: A PEM given as its bytes, or as a path (str or os.PathLike) to a file holding it.
+PemSource = bytes | str | os.PathLike[str]
 
 #: Default send/receive cap, matching the server's default.
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -88,3 +106,90 @@ def channel_options(
         ("grpc.http2.max_frame_size", MAX_FRAME_SIZE),
         *options,
     ]
+
+
+def read_pem(source: PemSource, what: str) -> bytes:
+    """PEM bytes from bytes as given, PEM text, or a path to a PEM file.
+
+    Raises
+    ------
+    ValueError
+        The file cannot be read or holds no PEM block.
+    """
+    if isinstance(source, bytes | bytearray):
+        data = bytes(source)
+    elif isinstance(source, str) and source.lstrip().startswith("-----BEGIN "):
+        data = source.encode()
+    else:
+        try:
+            with open(source, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise ValueError(f"cannot read {what} {source}: {exc}") from None
+    if b"-----BEGIN " not in data:
+        raise ValueError(f"{what} is not PEM data")
+    return data
+
+
+def channel_credentials(
+    *,
+    tls: bool | None = None,
+    root_certificates: PemSource | None = None,
+    private_key: PemSource | None = None,
+    certificate_chain: PemSource | None = None,
+) -> grpc.ChannelCredentials | None:
+    """TLS channel credentials, or None for a plaintext channel.
+
+    Parameters
+    ----------
+    tls : bool, optional
+        Force TLS on (with the system roots when ``root_certificates`` is None) or off; default:
+        on when any certificate argument is given.
+    root_certificates : bytes or path, optional
+        CA bundle that signed the server certificate.
+    private_key, certificate_chain : bytes or path, optional
+        Client key and certificate for mutual TLS; give both or neither.
+
+    Raises
+    ------
+    ValueError
+        Only one of key and chain, ``tls=False`` with certificates, or unreadable PEM.
+    """
+    given = (root_certificates, private_key, certificate_chain)
+    if (private_key is None) != (certificate_chain is None):
+        raise ValueError("private_key and certificate_chain (client certificate) go together")
+    if tls is False and any(g is not None for g in given):
+        raise ValueError("tls=False contradicts the certificate arguments")
+    if not tls and all(g is None for g in given):
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=read_pem(root_certificates, "root_certificates")
+        if root_certificates is not None
+        else None,
+        private_key=read_pem(private_key, "private_key") if private_key is not None else None,
+        certificate_chain=read_pem(certificate_chain, "certificate_chain")
+        if certificate_chain is not None
+        else None,
+    )
+
+
+def resolve_token(token: str | None, token_file: str | os.PathLike[str] | None) -> str | None:
+    """The bearer token: ``token`` as given, or the stripped content of ``token_file``.
+
+    Raises
+    ------
+    ValueError
+        Both given, or the file is unreadable or empty.
+    """
+    if token is not None and token_file is not None:
+        raise ValueError("give token or token_file, not both")
+    if token_file is None:
+        return token or None
+    try:
+        with open(token_file, encoding="utf-8") as f:
+            text = f.read().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read token_file {token_file}: {exc}") from None
+    if not text:
+        raise ValueError(f"token_file {token_file} is empty")
+    return text

@@ -25,7 +25,8 @@ class ServerInfo:
         e.g. ("float32", "float64", "float16", "bfloat16").
     ranks : tuple of int
     limits : dict
-        max_message_bytes, max_tensor_elements, max_output_elements, max_queue, workers.
+        max_message_bytes, max_tensor_elements, max_output_elements, max_queue, workers,
+        max_flops_per_request.
     numba_version, threading_layer : str
     threads : int
     runtime : dict of str to str
@@ -66,6 +67,7 @@ def server_info(response: pb.GetServerInfoResponse) -> ServerInfo:
             "max_output_elements": lim.max_output_elements,
             "max_queue": lim.max_queue,
             "workers": lim.workers,
+            "max_flops_per_request": lim.max_flops_per_request,
         },
         numba_version=response.numba_version,
         threading_layer=response.threading_layer,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -14,7 +15,13 @@ from deconv.v1 import deconv_pb2 as pb
 from deconv.v1 import deconv_pb2_grpc as pb_grpc
 
 from deconv_client import _requests, _service
-from deconv_client._channel import DEFAULT_MAX_MESSAGE_BYTES, channel_options
+from deconv_client._channel import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    PemSource,
+    channel_credentials,
+    channel_options,
+    resolve_token,
+)
 from deconv_client.client import (
     _METHODS,
     _too_large_for_one_message,
@@ -49,7 +56,25 @@ class AsyncClient:
         credentials: grpc.ChannelCredentials | None = None,
         token: str | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        root_certificates: PemSource | None = None,
+        private_key: PemSource | None = None,
+        certificate_chain: PemSource | None = None,
+        tls: bool | None = None,
+        server_name: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
     ) -> None:
+        pem = channel_credentials(
+            tls=tls,
+            root_certificates=root_certificates,
+            private_key=private_key,
+            certificate_chain=certificate_chain,
+        )
+        if pem is not None and credentials is not None:
+            raise ValueError("give credentials or the PEM arguments, not both")
+        credentials = credentials if credentials is not None else pem
+        token = resolve_token(token, token_file)
+        if server_name:
+            options = (("grpc.ssl_target_name_override", server_name), *options)
         opts = channel_options(
             target,
             max_message_bytes=max_message_bytes,

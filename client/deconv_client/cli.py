@@ -10,7 +10,12 @@
     deconv info
 
 ``--padding`` takes one int, one int per axis, ``before:after`` pairs per axis, or
-valid/same/same_lower. ``--target`` defaults to $DECONV_TARGET or 127.0.0.1:50051. Exit codes:
+valid/same/same_lower. ``--target`` defaults to $DECONV_TARGET or 127.0.0.1:50051.
+
+Security: ``--ca ca.pem`` (TLS; $DECONV_CA), ``--cert client.pem --key client.key`` (mutual TLS;
+$DECONV_CERT, $DECONV_KEY), ``--tls`` (TLS with the system roots), ``--server-name`` (name the
+server certificate must carry), ``--token`` ($DECONV_TOKEN) or ``--token-file``
+($DECONV_TOKEN_FILE); a flag wins over the variables. Exit codes:
 0 success, 1 the server or the connection failed (or health is not SERVING), 2 usage errors,
 unreadable input files and arguments the client rejects before sending.
 """
@@ -86,9 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="server address or gRPC URI (default $DECONV_TARGET or %(default)s)",
     )
     common.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
+    common.add_argument("--token", help="bearer token (default $DECONV_TOKEN)")
+    common.add_argument("--token-file", help="file holding the token ($DECONV_TOKEN_FILE)")
+    common.add_argument("--ca", help="PEM CA bundle of the server certificate ($DECONV_CA)")
+    common.add_argument("--cert", help="PEM client certificate for mutual TLS ($DECONV_CERT)")
+    common.add_argument("--key", help="PEM client private key for mutual TLS ($DECONV_KEY)")
     common.add_argument(
-        "--token", default=os.environ.get("DECONV_TOKEN"), help="bearer token ($DECONV_TOKEN)"
+        "--tls", action="store_true", help="use TLS with the system roots (implied by --ca)"
     )
+    common.add_argument("--server-name", help="expected name in the server certificate")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, helptext in (
         ("conv", "convolution (cross-correlation) with optional bias"),
@@ -142,12 +153,30 @@ def _compute(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _security(args: argparse.Namespace) -> dict[str, Any]:
+    """Client security arguments from the flags, else the DECONV_* variables."""
+    env = os.environ
+    token, token_file = args.token, args.token_file
+    if token is None and token_file is None:
+        token = env.get("DECONV_TOKEN") or None
+        token_file = None if token else env.get("DECONV_TOKEN_FILE") or None
+    return {
+        "token": token,
+        "token_file": token_file,
+        "root_certificates": args.ca or env.get("DECONV_CA") or None,
+        "certificate_chain": args.cert or env.get("DECONV_CERT") or None,
+        "private_key": args.key or env.get("DECONV_KEY") or None,
+        "tls": True if args.tls else None,
+        "server_name": args.server_name,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``deconv``; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with Client(args.target, timeout=args.timeout, token=args.token) as client:
+        with Client(args.target, timeout=args.timeout, **_security(args)) as client:
             if args.command == "health":
                 status = client.health(args.service)
                 print(status)

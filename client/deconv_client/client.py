@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -13,7 +14,13 @@ from deconv.v1 import deconv_pb2 as pb
 from deconv.v1 import deconv_pb2_grpc as pb_grpc
 
 from deconv_client import _requests, _service
-from deconv_client._channel import DEFAULT_MAX_MESSAGE_BYTES, channel_options
+from deconv_client._channel import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    PemSource,
+    channel_credentials,
+    channel_options,
+    resolve_token,
+)
 from deconv_client.errors import (
     DeadlineExceededError,
     DeconvClientError,
@@ -83,9 +90,19 @@ class Client:
     retry : bool
         Retry UNAVAILABLE Deconv calls with backoff, up to 5 attempts (default True).
     credentials : grpc.ChannelCredentials, optional
-        TLS credentials; default an insecure channel.
+        Ready-made channel credentials (exclusive with the PEM arguments below).
+    root_certificates : bytes or path, optional
+        PEM CA bundle that signed the server certificate; turns TLS on.
+    private_key, certificate_chain : bytes or path, optional
+        PEM client key and certificate for mutual TLS.
+    tls : bool, optional
+        TLS with the system CA roots even without ``root_certificates``.
+    server_name : str, optional
+        Name to verify the server certificate against, when it differs from the target host.
     token : str, optional
-        Sent as ``authorization: Bearer <token>`` on every Deconv call.
+        Sent as ``authorization: Bearer <token>`` on every Deconv call (never on health).
+    token_file : str or path, optional
+        File holding the token (exclusive with ``token``).
     options : sequence of (str, value)
         Extra gRPC channel arguments; they win over the client's own.
     """
@@ -101,7 +118,25 @@ class Client:
         credentials: grpc.ChannelCredentials | None = None,
         token: str | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        root_certificates: PemSource | None = None,
+        private_key: PemSource | None = None,
+        certificate_chain: PemSource | None = None,
+        tls: bool | None = None,
+        server_name: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
     ) -> None:
+        pem = channel_credentials(
+            tls=tls,
+            root_certificates=root_certificates,
+            private_key=private_key,
+            certificate_chain=certificate_chain,
+        )
+        if pem is not None and credentials is not None:
+            raise ValueError("give credentials or the PEM arguments, not both")
+        credentials = credentials if credentials is not None else pem
+        token = resolve_token(token, token_file)
+        if server_name:
+            options = (("grpc.ssl_target_name_override", server_name), *options)
         opts = channel_options(
             target,
             max_message_bytes=max_message_bytes,

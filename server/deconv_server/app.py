@@ -1,4 +1,4 @@
-"""Server assembly: servicer, health, reflection, optional token auth, warmup, signals.
+"""Server assembly: servicer, health, reflection, TLS, token auth, metrics, logs, warmup, signals.
 
 :func:`create_server` binds and starts a server and returns at once; the kernels compile in a
 background thread and health (``grpc.health.v1``, services ``""`` and ``"deconv.v1.Deconv"``)
@@ -6,6 +6,12 @@ flips from NOT_SERVING to SERVING when they are done. :func:`serve` is the block
 ``deconv-server``: it prints ``deconv-server listening on HOST:PORT`` once bound, and on
 SIGTERM/SIGINT reports NOT_SERVING, stops taking RPCs (new ones get UNAVAILABLE) and lets
 in-flight RPCs finish within the grace period.
+
+Operations: TLS or mutual TLS when ``tls_cert``/``tls_key`` (and ``tls_client_ca``) are set
+(:mod:`deconv_server.tls`); bearer-token auth from ``auth_token`` or ``auth_token_file``;
+request ids, JSON access logs and Prometheus metrics for every RPC
+(:mod:`deconv_server.observe`, :mod:`deconv_server.metrics`); connection age and keepalive as
+gRPC server options so clients move to new replicas.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ from __future__ import annotations
 import hmac
 import logging
 import signal
-import sys
 import threading
 import time
 from concurrent import futures
@@ -22,15 +27,26 @@ from typing import Any
 
 import grpc
 from deconv.v1 import deconv_pb2 as pb
-from deconv.v1 import deconv_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 import deconv_core
 from deconv_server.config import ServerConfig, format_host
-from deconv_server.servicer import CORE_LOCK, DeconvServicer
+from deconv_server.logging_setup import configure_logging
+from deconv_server.metrics import MeteredLock, Metrics
+from deconv_server.observe import ObservabilityInterceptor
+from deconv_server.servicer import CORE_LOCK, DeconvServicer, add_to_server
+from deconv_server.tls import server_credentials
 
-__all__ = ["SERVICE_NAME", "ServerHandle", "create_server", "serve", "start_server"]
+__all__ = [
+    "SERVICE_NAME",
+    "ServerHandle",
+    "configure_logging",
+    "create_server",
+    "serve",
+    "server_options",
+    "start_server",
+]
 
 _log = logging.getLogger("deconv_server")
 
@@ -38,6 +54,8 @@ _log = logging.getLogger("deconv_server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Deconv"].full_name
 #: Threads beyond ``config.workers`` so health, info and reflection answer under full load.
 _SPARE_THREADS = 4
+#: Shortest time the drain answers UNAVAILABLE before stopping gRPC (see ServerHandle.drain).
+_LINGER_S = 0.2
 
 
 @dataclass
@@ -54,6 +72,10 @@ class ServerHandle:
     health : grpc_health.v1.health.HealthServicer
     warm : threading.Event
         Set once the kernels are compiled and health reports SERVING.
+    metrics : Metrics or None
+        The server's metrics when ``config.metrics_port`` is set.
+    metrics_port : int or None
+        The bound port of the ``/metrics`` endpoint.
     """
 
     server: grpc.Server
@@ -62,6 +84,9 @@ class ServerHandle:
     servicer: DeconvServicer
     health: health.HealthServicer
     warm: threading.Event
+    metrics: Metrics | None = None
+    metrics_port: int | None = None
+    gate: _DrainGate | None = field(default=None, repr=False)
     _warmup_thread: threading.Thread | None = field(default=None, repr=False)
 
     @property
@@ -85,14 +110,83 @@ class ServerHandle:
             Set when the server has fully stopped.
         """
         self.health.enter_graceful_shutdown()
-        return self.server.stop(grace)
+        if self.gate is not None:
+            self.gate.close()
+        stopped = self.server.stop(grace)
+        if self.metrics is not None:
+            metrics = self.metrics
+            threading.Thread(
+                target=lambda: (stopped.wait(), metrics.close()),
+                name="deconv-metrics-stop",
+                daemon=True,
+            ).start()
+        return stopped
+
+    def drain(self, grace: float, linger: float = _LINGER_S) -> threading.Event:
+        """Shut down without losing a call; what :func:`serve` does on SIGTERM.
+
+        Reports NOT_SERVING and answers new Deconv RPCs UNAVAILABLE (clients retry elsewhere),
+        for at least ``linger`` seconds and until the admitted ones have finished (at most
+        ``grace``), then stops gRPC with what remains of ``grace``. Stopping gRPC at once would
+        answer CANCELLED to calls that had arrived but were not yet handed to a handler; the gate
+        hands them UNAVAILABLE instead.
+
+        Returns
+        -------
+        threading.Event
+            Set when the server has fully stopped.
+        """
+        deadline = time.monotonic() + grace
+        self.health.enter_graceful_shutdown()
+        if self.gate is not None:
+            self.gate.close()
+        time.sleep(max(0.0, min(linger, deadline - time.monotonic())))
+        while self.servicer.in_flight > 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self.stop(max(0.0, deadline - time.monotonic()))
+
+
+class _DrainGate(grpc.ServerInterceptor):
+    """Once closed, answer every new Deconv RPC UNAVAILABLE (health and reflection stay open)."""
+
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        """Start refusing new Deconv RPCs."""
+        self._closed.set()
+
+    @staticmethod
+    def _reject(request: Any, context: grpc.ServicerContext) -> None:
+        context.abort(grpc.StatusCode.UNAVAILABLE, "server shutting down: retry on another replica")
+
+    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        handler = continuation(handler_call_details)
+        if (
+            handler is None
+            or not self._closed.is_set()
+            or not handler_call_details.method.startswith(f"/{SERVICE_NAME}/")
+        ):
+            return handler
+        return _rejecting(handler, self._reject)
+
+
+def _rejecting(handler: Any, reject: Any) -> Any:
+    """A handler of the same streaming kind as ``handler`` that runs ``reject``."""
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(reject)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(reject)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(reject)
+    return grpc.unary_unary_rpc_method_handler(reject)
 
 
 class _TokenAuth(grpc.ServerInterceptor):
     """Require ``authorization: Bearer <token>`` on Deconv RPCs (health/reflection stay open)."""
 
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+        self._expected = f"Bearer {token}".encode()  # compared in constant time
 
     @staticmethod
     def _reject(request: Any, context: grpc.ServicerContext) -> None:
@@ -118,13 +212,7 @@ class _TokenAuth(grpc.ServerInterceptor):
         ):
             return handler
         # A rejecting handler of the same streaming kind, so the call fails cleanly.
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(self._reject)
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(self._reject)
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(self._reject)
-        return grpc.unary_unary_rpc_method_handler(self._reject)
+        return _rejecting(handler, self._reject)
 
 
 def _set_health(servicer: health.HealthServicer, status: int) -> None:
@@ -145,6 +233,35 @@ def _warmup(handle: ServerHandle) -> None:
     _log.info("kernels warm in %.1f s; health SERVING", time.perf_counter() - start)
 
 
+def server_options(config: ServerConfig) -> list[tuple[str, int]]:
+    """gRPC server arguments: message limits, frame size, connection age and keepalive.
+
+    ``max_connection_age_s`` makes the server send GOAWAY to connections older than that (with
+    ``max_connection_age_grace_s`` to finish their calls): clients reconnect, re-resolve DNS and
+    spread over replicas that started after them. Keepalive pings detect dead peers; clients may
+    ping every 10 s or slower, even between calls.
+    """
+    ms = 1000
+    options = [
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+        # Accept large HTTP/2 frames (the protocol's maximum): fewer frames per tensor.
+        ("grpc.http2.max_frame_size", (1 << 24) - 1),
+        ("grpc.keepalive_time_ms", int(config.keepalive_time_s * ms)),
+        ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout_s * ms)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10 * ms),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+    if config.max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", max(1, int(config.max_connection_age_s * ms))),
+            ("grpc.max_connection_age_grace_ms", int(config.max_connection_age_grace_s * ms)),
+        ]
+    return options
+
+
 def start_server(config: ServerConfig) -> ServerHandle:
     """Build, bind and start a server; warm the kernels in the background.
 
@@ -159,26 +276,29 @@ def start_server(config: ServerConfig) -> ServerHandle:
     Raises
     ------
     OSError
-        The address cannot be bound.
+        The address (gRPC or metrics) cannot be bound.
+    deconv_server.config.ConfigError
+        The token file or a TLS file is unreadable.
     """
-    options = [
-        ("grpc.max_send_message_length", config.max_message_bytes),
-        ("grpc.max_receive_message_length", config.max_message_bytes),
-        ("grpc.so_reuseport", 0),
-        # Accept large HTTP/2 frames (the protocol's maximum): fewer frames per tensor.
-        ("grpc.http2.max_frame_size", (1 << 24) - 1),
-    ]
-    interceptors = [_TokenAuth(config.auth_token)] if config.auth_token else []
+    credentials = server_credentials(config)
+    token = config.token()
+    metrics = Metrics() if config.metrics_port else None
+    observer = ObservabilityInterceptor(metrics, SERVICE_NAME)
+    gate = _DrainGate()
+    interceptors: list[grpc.ServerInterceptor] = [observer, gate]
+    if token:
+        interceptors.append(_TokenAuth(token))
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=config.workers + _SPARE_THREADS, thread_name_prefix="deconv-rpc"
         ),
         interceptors=interceptors,
-        options=options,
+        options=server_options(config),
     )
     warm = threading.Event()
-    servicer = DeconvServicer(config, warm=warm)
-    pb_grpc.add_DeconvServicer_to_server(servicer, server)
+    lock = MeteredLock(CORE_LOCK, metrics) if metrics is not None else CORE_LOCK
+    servicer = DeconvServicer(config, warm=warm, lock=lock)
+    add_to_server(servicer, server)  # unparsable requests get INVALID_ARGUMENT
     health_servicer = health.HealthServicer()
     _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -186,15 +306,28 @@ def start_server(config: ServerConfig) -> ServerHandle:
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     try:
-        port = server.add_insecure_port(config.address)
+        if credentials is not None:
+            port = server.add_secure_port(config.address, credentials)
+        else:
+            port = server.add_insecure_port(config.address)
     except RuntimeError as exc:
         server.stop(0)
         raise OSError(f"cannot bind {config.address}: {exc}") from exc
     if port == 0:
         server.stop(0)
         raise OSError(f"cannot bind {config.address}")
+    metrics_port = None
+    if metrics is not None:
+        metrics.track(lambda: servicer.in_flight, warm.is_set)
+        try:
+            metrics_port = metrics.serve(config.host, config.metrics_port)
+        except OSError as exc:
+            server.stop(0)
+            raise OSError(f"cannot bind metrics port {config.metrics_port}: {exc}") from exc
     server.start()
-    handle = ServerHandle(server, port, config, servicer, health_servicer, warm)
+    handle = ServerHandle(
+        server, port, config, servicer, health_servicer, warm, metrics, metrics_port, gate
+    )
     if config.warmup:
         handle._warmup_thread = threading.Thread(
             target=_warmup, args=(handle,), name="deconv-warmup", daemon=True
@@ -203,7 +336,15 @@ def start_server(config: ServerConfig) -> ServerHandle:
     else:
         warm.set()
         _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
-    _log.info("listening on %s:%d (workers %d)", config.host, port, config.workers)
+    _log.info(
+        "listening on %s:%d (workers %d, %s%s%s)",
+        config.host,
+        port,
+        config.workers,
+        ("mutual TLS" if config.tls_client_ca else "TLS") if config.tls else "plaintext",
+        ", token auth" if token else "",
+        f", metrics on :{metrics_port}/metrics" if metrics_port else "",
+    )
     return handle
 
 
@@ -224,15 +365,6 @@ def create_server(config: ServerConfig) -> tuple[grpc.Server, int]:
     return handle.server, handle.port
 
 
-def configure_logging(level: str) -> None:
-    """Log to stderr at ``level`` (stdout carries only the "listening" line)."""
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
 def serve(config: ServerConfig) -> int:
     """Run a server until SIGTERM or SIGINT, then drain it within ``config.grace_seconds``.
 
@@ -243,7 +375,7 @@ def serve(config: ServerConfig) -> int:
     int
         Process exit code (0).
     """
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     handle = start_server(config)
     print(f"deconv-server listening on {format_host(config.host)}:{handle.port}", flush=True)
     stop = threading.Event()
@@ -260,6 +392,12 @@ def serve(config: ServerConfig) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     stop.wait()
-    handle.stop(config.grace_seconds).wait()
+    if config.shutdown_delay_s > 0:
+        # Keep serving while load balancers notice NOT_SERVING and route elsewhere.
+        handle.health.enter_graceful_shutdown()
+        _log.info("NOT_SERVING; draining starts in %.1f s", config.shutdown_delay_s)
+        stop.clear()
+        stop.wait(config.shutdown_delay_s)
+    handle.drain(config.grace_seconds).wait()
     _log.info("stopped")
     return 0

@@ -16,7 +16,7 @@ from deconv import codec
 from deconv.v1 import deconv_pb2 as pb
 
 from deconv_server.config import ServerConfig
-from deconv_server.convert import CoreCall, decode_plan, plan_request
+from deconv_server.convert import CoreCall, decode_plan, plan_request, require_parsed
 from deconv_server.errors import RequestError
 
 __all__ = ["output_chunks", "receive_call"]
@@ -43,6 +43,8 @@ def receive_call(op: str, messages: Iterable[Any], config: ServerConfig) -> tupl
     """
     stream = iter(messages)
     first = next(stream, None)
+    if first is not None:
+        first = require_parsed(op, first)
     if first is None or first.WhichOneof("part") != "request":
         raise RequestError(f"{op}: the first message of a chunked call must carry the request")
     plan = plan_request(op, first.request, config, chunked=True)
@@ -52,6 +54,7 @@ def receive_call(op: str, messages: Iterable[Any], config: ServerConfig) -> tupl
     views = [memoryview(buffers[name]) for name in pending]
     slot, pos, received = 0, 0, 0
     for message in stream:
+        message = require_parsed(op, message)
         if message.WhichOneof("part") != "data":
             raise RequestError(f"{op}: only data messages may follow the first message")
         data = memoryview(message.data)

@@ -49,6 +49,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--grace-seconds", type=float, help=f"drain time on SIGTERM {env('grace_seconds')}"
     )
+    ops = p.add_argument_group("security and operations")
+    ops.add_argument("--tls-cert", help=f"PEM certificate chain: TLS only {env('tls_cert')}")
+    ops.add_argument("--tls-key", help=f"PEM private key of --tls-cert {env('tls_key')}")
+    ops.add_argument(
+        "--tls-client-ca", help=f"PEM CA: require client certificates {env('tls_client_ca')}"
+    )
+    ops.add_argument(
+        "--auth-token-file",
+        help=f"file holding the bearer token (or env DECONV_AUTH_TOKEN) {env('auth_token_file')}",
+    )
+    ops.add_argument(
+        "--metrics-port",
+        type=int,
+        help=f"Prometheus /metrics port, 0 = off, 9090 usual {env('metrics_port')}",
+    )
+    ops.add_argument("--log-format", choices=("json", "text"), help=f"{env('log_format')}")
+    ops.add_argument(
+        "--max-connection-age-s",
+        type=float,
+        help=f"GOAWAY after this age, 0 = never {env('max_connection_age_s')}",
+    )
+    ops.add_argument(
+        "--max-connection-age-grace-s",
+        type=float,
+        help=f"time to finish after GOAWAY {env('max_connection_age_grace_s')}",
+    )
+    ops.add_argument(
+        "--keepalive-time-s", type=float, help=f"ping idle connections {env('keepalive_time_s')}"
+    )
+    ops.add_argument(
+        "--keepalive-timeout-s", type=float, help=f"ping ack timeout {env('keepalive_timeout_s')}"
+    )
+    ops.add_argument(
+        "--shutdown-delay-s",
+        type=float,
+        help=f"NOT_SERVING this long before draining {env('shutdown_delay_s')}",
+    )
     p.add_argument("--version", action="version", version=f"deconv-server {__version__}")
     return p
 
@@ -65,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return serve(config)
+    except ConfigError as exc:  # an unreadable token or TLS file
+        print(f"deconv-server: error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"deconv-server: error: {exc}", file=sys.stderr)
         return 1

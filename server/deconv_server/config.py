@@ -16,6 +16,18 @@ log_level                  DECONV_LOG_LEVEL                INFO
 warmup                     DECONV_WARMUP                   true (compile kernels before SERVING)
 grace_seconds              DECONV_GRACE_SECONDS            10 (drain time on SIGTERM)
 auth_token                 DECONV_AUTH_TOKEN               unset (no authentication)
+max_flops_per_request      DECONV_MAX_FLOPS                2000000000000 (2e12) per request
+auth_token_file            DECONV_AUTH_TOKEN_FILE          unset (file holding the token)
+tls_cert                   DECONV_TLS_CERT                 unset (PEM certificate chain: TLS on)
+tls_key                    DECONV_TLS_KEY                  unset (PEM private key of tls_cert)
+tls_client_ca              DECONV_TLS_CLIENT_CA            unset (PEM CA: require client certs)
+metrics_port               DECONV_METRICS_PORT             0 (off; 9090 in deployments)
+log_format                 DECONV_LOG_FORMAT               json (or text)
+max_connection_age_s       DECONV_MAX_CONNECTION_AGE_S     300 (0 = unlimited)
+max_connection_age_grace_s DECONV_MAX_CONNECTION_AGE_GRACE_S 30
+keepalive_time_s           DECONV_KEEPALIVE_TIME_S         60 (server pings idle connections)
+keepalive_timeout_s        DECONV_KEEPALIVE_TIMEOUT_S      20
+shutdown_delay_s           DECONV_SHUTDOWN_DELAY_S         0 (NOT_SERVING before draining)
 ========================== =============================== ==================================
 """
 
@@ -65,6 +77,24 @@ class ServerConfig:
     auth_token : str or None
         When set, Deconv RPCs need metadata ``authorization: Bearer <token>`` (health and
         reflection stay open).
+    auth_token_file : str or None
+        File whose content (stripped) is the token; exclusive with ``auth_token``.
+    tls_cert, tls_key : str or None
+        PEM files of the server certificate chain and its key; both set = TLS only.
+    tls_client_ca : str or None
+        PEM CA bundle; when set every client must present a certificate it signed (mTLS).
+    metrics_port : int
+        Prometheus ``/metrics`` HTTP port on ``host``; 0 = no metrics endpoint.
+    log_format : str
+        "json" (one JSON object per line) or "text".
+    max_connection_age_s, max_connection_age_grace_s : float
+        Connections get GOAWAY after this age (0 = never), and then this long to finish, so
+        clients re-resolve and new replicas receive traffic.
+    keepalive_time_s, keepalive_timeout_s : float
+        The server pings a connection idle this long and drops it when no ack comes in time.
+    shutdown_delay_s : float
+        On SIGTERM, report NOT_SERVING and keep serving this long before draining, so load
+        balancers stop routing here first.
     """
 
     host: str = "127.0.0.1"
@@ -77,8 +107,23 @@ class ServerConfig:
     warmup: bool = True
     grace_seconds: float = 10.0
     auth_token: str | None = None
+    #: Largest 2*MACs of one request (RESOURCE_EXHAUSTED beyond, before decoding); env
+    #: DECONV_MAX_FLOPS, default 2e12 (tens of seconds of compute on two cores).
+    max_flops_per_request: int = 2 * 10**12
+    auth_token_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    metrics_port: int = 0
+    log_format: str = "json"
+    max_connection_age_s: float = 300.0
+    max_connection_age_grace_s: float = 30.0
+    keepalive_time_s: float = 60.0
+    keepalive_timeout_s: float = 20.0
+    shutdown_delay_s: float = 0.0
 
     def __post_init__(self) -> None:
+        _check_int("max_flops_per_request", self.max_flops_per_request, 1, 2**62)
         if not isinstance(self.host, str) or not self.host:
             raise ConfigError("host must be a non-empty string")
         _check_int("port", self.port, 0, 65535)
@@ -94,6 +139,55 @@ class ServerConfig:
             raise ConfigError(f"grace_seconds={self.grace_seconds!r} must be >= 0")
         if self.auth_token is not None and not self.auth_token:
             raise ConfigError("auth_token must be unset or non-empty")
+        self._check_ops()
+
+    def _check_ops(self) -> None:
+        """Security and operations settings (TLS, token file, metrics, connections)."""
+        if self.auth_token and self.auth_token_file:
+            raise ConfigError("set auth_token or auth_token_file, not both")
+        for name in ("auth_token_file", "tls_cert", "tls_key", "tls_client_ca"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"{name}={value!r} must be unset or a file path")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key must be set together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        _check_int("metrics_port", self.metrics_port, 0, 65535)
+        if self.log_format not in ("json", "text"):
+            raise ConfigError(f"log_format={self.log_format!r} must be 'json' or 'text'")
+        for name in _SECONDS_FIELDS - {"grace_seconds"}:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ConfigError(f"{name}={value!r} must be a number of seconds >= 0")
+        if self.keepalive_time_s <= 0 or self.keepalive_timeout_s <= 0:
+            raise ConfigError("keepalive_time_s and keepalive_timeout_s must be > 0")
+
+    @property
+    def tls(self) -> bool:
+        """True when the server listens with TLS only."""
+        return self.tls_cert is not None
+
+    def token(self) -> str | None:
+        """The bearer token in force: ``auth_token``, or the content of ``auth_token_file``.
+
+        Raises
+        ------
+        ConfigError
+            The token file cannot be read or is empty.
+        """
+        if self.auth_token_file is None:
+            return self.auth_token
+        try:
+            with open(self.auth_token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read auth_token_file {self.auth_token_file}: {exc}"
+            ) from None
+        if not token:
+            raise ConfigError(f"auth_token_file {self.auth_token_file} is empty")
+        return token
 
     @property
     def address(self) -> str:
@@ -133,13 +227,25 @@ class ServerConfig:
 ENV_VARS: dict[str, str] = {
     f.name: "DECONV_" + f.name.upper() for f in dataclasses.fields(ServerConfig)
 }
+ENV_VARS["max_flops_per_request"] = "DECONV_MAX_FLOPS"
 
 _INT_FIELDS = {
+    "max_flops_per_request",
     "port",
     "max_message_bytes",
     "max_tensor_elements",
     "max_output_elements",
     "workers",
+    "metrics_port",
+}
+
+_SECONDS_FIELDS = {
+    "grace_seconds",
+    "max_connection_age_s",
+    "max_connection_age_grace_s",
+    "keepalive_time_s",
+    "keepalive_timeout_s",
+    "shutdown_delay_s",
 }
 
 
@@ -164,7 +270,7 @@ def _parse(name: str, raw: str) -> Any:
             return int(raw, 0)
         except ValueError:
             raise ConfigError(f"{var}={raw!r} must be an integer") from None
-    if name == "grace_seconds":
+    if name in _SECONDS_FIELDS:
         try:
             return float(raw)
         except ValueError:

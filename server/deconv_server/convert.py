@@ -10,6 +10,7 @@ the core's: the result's shape comes from ``deconv_core.params`` so its messages
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,16 @@ from deconv_core import params as core_params
 from deconv_server.config import ServerConfig
 from deconv_server.errors import RequestError, RequestLimitError
 
-__all__ = ["CoreCall", "Plan", "decode_plan", "parse_request", "plan_request"]
+__all__ = [
+    "CoreCall",
+    "Plan",
+    "Unparsed",
+    "decode_plan",
+    "lenient_parser",
+    "parse_request",
+    "plan_request",
+    "require_parsed",
+]
 
 #: Bytes a response needs beyond its tensor data (field tags, lengths, the shape).
 _RESPONSE_OVERHEAD = 256
@@ -42,6 +52,53 @@ _PADDING_MODES: dict[int, Any] = {
     pb.PADDING_MODE_SAME: "same",
     pb.PADDING_MODE_SAME_LOWER: "same_lower",
 }
+
+
+@dataclass(frozen=True)
+class Unparsed:
+    """Stands for a request message whose bytes did not parse (see :func:`lenient_parser`).
+
+    Attributes
+    ----------
+    type_name : str
+        Full name of the expected message type.
+    size : int
+        Number of bytes received.
+    reason : str
+        The parser's complaint.
+    """
+
+    type_name: str
+    size: int
+    reason: str
+
+
+def lenient_parser(message_type: Any) -> Callable[[bytes], Any]:
+    """A gRPC request deserializer that never raises.
+
+    gRPC answers INTERNAL ("Exception deserializing request!") when a deserializer raises; this
+    one returns an :class:`Unparsed` instead, which :func:`require_parsed` turns into
+    INVALID_ARGUMENT inside the servicer.
+    """
+    full_name = message_type.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except Exception as exc:  # google.protobuf.message.DecodeError and kin
+            return Unparsed(full_name, len(data), str(exc) or type(exc).__name__)
+
+    return parse
+
+
+def require_parsed(op: str, message: Any) -> Any:
+    """Return ``message``, or raise RequestError when it is an :class:`Unparsed` stand-in."""
+    if isinstance(message, Unparsed):
+        raise RequestError(
+            f"{op}: the request ({message.size} bytes) does not parse as a {message.type_name} "
+            f"message: {message.reason}"
+        )
+    return message
 
 
 @dataclass(frozen=True)
@@ -111,41 +168,31 @@ def _padding(op: str, request: Any, rank: int | None) -> Any:
     return [(b, a) for b, a in zip(before, after, strict=True)]
 
 
-def _channels_first(shape: tuple[int, ...], data_format: str) -> tuple[int, ...]:
-    if data_format == "channels_last":
-        return (shape[0], shape[-1], *shape[1:-1])
-    return shape
-
-
-def _torch_weight(shape: tuple[int, ...], weight_format: str) -> tuple[int, ...]:
-    if weight_format == "tf":
-        return (shape[-1], shape[-2], *shape[:-2])
-    return shape
-
-
-def _result_shape(
+def _result_geometry(
     op: str,
     x_shape: tuple[int, ...],
     w_shape: tuple[int, ...],
     b_shape: tuple[int, ...] | None,
     kwargs: dict[str, Any],
-) -> tuple[int, ...] | None:
-    """Shape of the result in the caller's layout, or None when the core will reject the ranks."""
+) -> tuple[tuple[int, ...], int] | None:
+    """Shape of the result in the caller's layout and the MACs of the call.
+
+    None when the core will reject the ranks (it then says why).
+    """
     nd = len(x_shape)
     if nd not in (3, 4, 5) or len(w_shape) != nd or (b_shape is not None and len(b_shape) != 1):
         return None
-    data_format, weight_format = kwargs["data_format"], kwargs["weight_format"]
-    xs = _channels_first(x_shape, data_format)
-    ws = _torch_weight(w_shape, weight_format)
+    data_format = kwargs["data_format"]
+    layout = core_params.Layout(data_format=data_format, weight_format=kwargs["weight_format"])
     rest = {k: v for k, v in kwargs.items() if k not in ("data_format", "weight_format")}
     if op == "conv":
-        geom = core_params.conv_geometry(xs, ws, b_shape, **rest)
+        geom = core_params.conv_geometry(x_shape, w_shape, b_shape, layout=layout, **rest)
     else:
-        geom = core_params.transpose_geometry(xs, ws, b_shape, **rest)
+        geom = core_params.transpose_geometry(x_shape, w_shape, b_shape, layout=layout, **rest)
     out = geom.output_shape
     if data_format == "channels_last":
         out = (out[0], *out[2:], out[1])
-    return tuple(out)
+    return tuple(out), int(geom.macs)
 
 
 @dataclass(frozen=True)
@@ -197,7 +244,8 @@ def plan_request(op: str, request: Any, config: ServerConfig, *, chunked: bool =
     RequestError
         A tensor is missing, dtypes differ, an enum value is unknown (INVALID_ARGUMENT).
     RequestLimitError
-        The result would be over the element or message-size limit (RESOURCE_EXHAUSTED).
+        The result would be over the element or message-size limit, or the computation over the
+        FLOPs limit (RESOURCE_EXHAUSTED).
     deconv.codec.CodecError
         A tensor header is malformed or over the element limit.
     deconv_core.InvalidArgumentError
@@ -240,15 +288,18 @@ def plan_request(op: str, request: Any, config: ServerConfig, *, chunked: bool =
         out_req = tuple(int(v) for v in request.output_shape)
         kwargs["output_shape"] = out_req or None
 
-    shape = _result_shape(
+    geometry = _result_geometry(
         op,
         x_shape,
         tuple(int(v) for v in tensors["weight"].shape),
         tuple(int(v) for v in tensors["bias"].shape) if "bias" in tensors else None,
         kwargs,
     )
-    if shape is not None:
+    shape = None
+    if geometry is not None:
+        shape, macs = geometry
         _check_result_size(op, shape, wire, config, chunked=chunked)
+        _check_flops(op, macs, config)
     return Plan(op, wire, tensors, nbytes, kwargs, shape)
 
 
@@ -302,4 +353,14 @@ def _check_result_size(
             f"{op}: the result {list(shape)} of {pb.DType.Name(wire)} needs a {nbytes}-byte "
             f"response, more than the max message size of {config.max_message_bytes} bytes; "
             f"{codec.CHUNKED_HINT}"
+        )
+
+
+def _check_flops(op: str, macs: int, config: ServerConfig) -> None:
+    flops = 2 * macs
+    if flops > config.max_flops_per_request:
+        raise RequestLimitError(
+            f"{op}: the request needs {flops} FLOPs (2 x {macs} multiply-adds), more than the "
+            f"server's limit of {config.max_flops_per_request} FLOPs per request; split the "
+            f"batch or send smaller tensors"
         )

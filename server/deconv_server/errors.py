@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "BusyError",
+    "CancelledError",
     "DeadlineError",
     "RequestError",
     "RequestLimitError",
@@ -33,6 +34,10 @@ class BusyError(ServerError):
 
 class DeadlineError(ServerError, TimeoutError):
     """The deadline passed before the core was free (DEADLINE_EXCEEDED)."""
+
+
+class CancelledError(ServerError):
+    """The caller cancelled the call before the core was free (CANCELLED)."""
 
 
 class UnauthenticatedError(ServerError):

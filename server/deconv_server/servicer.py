@@ -7,8 +7,13 @@ The core's Numba parallel region is not safe for two callers at once (the workqu
 layer aborts the process), and each call already uses every core, so all core calls of the
 process go through :data:`CORE_LOCK`. Requests admitted beyond ``config.workers`` get
 UNAVAILABLE at once; a request whose deadline passes while it waits for the lock gets
-DEADLINE_EXCEEDED without computing. Errors map to status codes through
+DEADLINE_EXCEEDED without computing, and one its caller cancels leaves the queue (and frees its
+admission slot) within :data:`_POLL_SECONDS`. Errors map to status codes through
 :func:`deconv_server.status.status_for`.
+
+Register the servicer with :func:`add_to_server` rather than the generated
+``add_DeconvServicer_to_server``: its deserializers never raise, so a request whose bytes do not
+parse gets INVALID_ARGUMENT instead of gRPC's INTERNAL "Exception deserializing request!".
 """
 
 from __future__ import annotations
@@ -33,11 +38,17 @@ import deconv_core
 from deconv_server import __version__
 from deconv_server.chunked import output_chunks, receive_call
 from deconv_server.config import ServerConfig
-from deconv_server.convert import CoreCall, parse_request
-from deconv_server.errors import BusyError, DeadlineError
+from deconv_server.convert import (
+    CoreCall,
+    Unparsed,
+    lenient_parser,
+    parse_request,
+    require_parsed,
+)
+from deconv_server.errors import BusyError, CancelledError, DeadlineError
 from deconv_server.status import status_for
 
-__all__ = ["CORE_LOCK", "INSTANCE_ID", "DeconvServicer"]
+__all__ = ["CORE_LOCK", "INSTANCE_ID", "DeconvServicer", "add_to_server"]
 
 _log = logging.getLogger("deconv_server")
 
@@ -49,6 +60,8 @@ INSTANCE_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 _OPS = {"conv": deconv_core.conv, "conv_transpose": deconv_core.conv_transpose}
 _NO_DEADLINE = 1e8
+#: How often a request waiting for the core checks whether its caller is still there.
+_POLL_SECONDS = 0.05
 
 
 class DeconvServicer(pb_grpc.DeconvServicer):
@@ -113,6 +126,12 @@ class DeconvServicer(pb_grpc.DeconvServicer):
         self, request: pb.GetServerInfoRequest, context: grpc.ServicerContext
     ) -> pb.GetServerInfoResponse:
         """Version, dtypes, ranks, limits in force, compute runtime, counters."""
+        if isinstance(request, Unparsed):
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"GetServerInfo: the request ({request.size} bytes) does not parse as a "
+                f"{request.type_name} message: {request.reason}",
+            )
         cfg = self._config
         runtime = _runtime_info()
         with self._state:
@@ -127,6 +146,7 @@ class DeconvServicer(pb_grpc.DeconvServicer):
                 max_output_elements=cfg.max_output_elements,
                 max_queue=cfg.workers,
                 workers=cfg.workers,
+                max_flops_per_request=cfg.max_flops_per_request,
             ),
             numba_version=str(_first(runtime, "numba_version", "numba", default="")),
             threading_layer=str(_first(runtime, "threading_layer", "layer", default="")),
@@ -141,7 +161,9 @@ class DeconvServicer(pb_grpc.DeconvServicer):
     # -- internals ---------------------------------------------------------------------------
 
     def _serve(self, op: str, request: Any, context: grpc.ServicerContext) -> pb.ConvResponse:
-        y, wire = self._execute(op, context, lambda: parse_request(op, request, self._config))
+        y, wire = self._execute(
+            op, context, lambda: parse_request(op, require_parsed(op, request), self._config)
+        )
         response = pb.ConvResponse()
         codec.encode(y, dtype=wire, out=response.output)
         return response
@@ -171,6 +193,9 @@ class DeconvServicer(pb_grpc.DeconvServicer):
             call = prepare()
             y = self._compute(call, context)
         except Exception as exc:
+            if isinstance(exc, grpc.RpcError) and not context.is_active():
+                # The request stream broke because the caller left (cancel or deadline).
+                exc = CancelledError(f"{op}: the caller left while sending the request")
             code, message = status_for(exc)
             with self._state:
                 self._failed += 1
@@ -202,15 +227,34 @@ class DeconvServicer(pb_grpc.DeconvServicer):
                 )
             self._in_flight += 1
 
-    def _compute(self, call: CoreCall, context: grpc.ServicerContext) -> np.ndarray:
+    def _acquire_core(self, op: str, context: grpc.ServicerContext) -> None:
+        """Wait for the core lock; give up when the deadline passes or the caller leaves."""
         remaining = context.time_remaining()
-        timeout = -1 if remaining is None or remaining > _NO_DEADLINE else max(0.0, remaining)
-        waited = time.perf_counter()
-        if not self._lock.acquire(timeout=timeout):
-            raise DeadlineError(
-                f"{call.op}: the deadline passed after {time.perf_counter() - waited:.3f} s "
-                f"waiting for the compute core (busy with other requests)"
-            )
+        start = time.monotonic()
+        deadline = None
+        if remaining is not None and remaining <= _NO_DEADLINE:
+            deadline = start + max(0.0, remaining)
+        while True:
+            step = _POLL_SECONDS
+            if deadline is not None:
+                step = min(step, max(0.0, deadline - time.monotonic()))
+            if self._lock.acquire(timeout=step):
+                return
+            expired = deadline is not None and time.monotonic() >= deadline
+            if expired or not context.is_active():
+                waited = time.monotonic() - start
+                if expired or (deadline is not None and deadline - time.monotonic() < 0.1):
+                    raise DeadlineError(
+                        f"{op}: the deadline passed after {waited:.3f} s waiting for the "
+                        f"compute core (busy with other requests)"
+                    )
+                raise CancelledError(
+                    f"{op}: the call was cancelled after {waited:.3f} s waiting for the "
+                    f"compute core"
+                )
+
+    def _compute(self, call: CoreCall, context: grpc.ServicerContext) -> np.ndarray:
+        self._acquire_core(call.op, context)
         try:
             if not context.is_active():
                 raise DeadlineError(f"{call.op}: the call ended before the core was free")
@@ -249,3 +293,52 @@ def _as_int(value: Any) -> int:
         return int(value)
     except (TypeError, ValueError):
         return 0
+
+
+def add_to_server(servicer: DeconvServicer, server: grpc.Server) -> None:
+    """Register ``servicer`` on ``server`` as ``deconv.v1.Deconv``.
+
+    Same handlers as the generated ``add_DeconvServicer_to_server``, except that the request
+    deserializers never raise: a request whose bytes do not parse reaches the servicer as an
+    :class:`~deconv_server.convert.Unparsed` and gets INVALID_ARGUMENT with the parser's reason
+    (the generated registration makes gRPC answer INTERNAL).
+
+    Parameters
+    ----------
+    servicer : DeconvServicer
+    server : grpc.Server
+    """
+    unary = grpc.unary_unary_rpc_method_handler
+    stream = grpc.stream_stream_rpc_method_handler
+    reply = pb.ConvResponse.SerializeToString
+    chunk = pb.TensorChunk.SerializeToString
+    handlers = {
+        "Conv": unary(
+            servicer.Conv,
+            request_deserializer=lenient_parser(pb.ConvRequest),
+            response_serializer=reply,
+        ),
+        "TransposedConv": unary(
+            servicer.TransposedConv,
+            request_deserializer=lenient_parser(pb.TransposedConvRequest),
+            response_serializer=reply,
+        ),
+        "GetServerInfo": unary(
+            servicer.GetServerInfo,
+            request_deserializer=lenient_parser(pb.GetServerInfoRequest),
+            response_serializer=pb.GetServerInfoResponse.SerializeToString,
+        ),
+        "ConvChunked": stream(
+            servicer.ConvChunked,
+            request_deserializer=lenient_parser(pb.ConvRequestChunk),
+            response_serializer=chunk,
+        ),
+        "TransposedConvChunked": stream(
+            servicer.TransposedConvChunked,
+            request_deserializer=lenient_parser(pb.TransposedConvRequestChunk),
+            response_serializer=chunk,
+        ),
+    }
+    name = pb.DESCRIPTOR.services_by_name["Deconv"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)

@@ -39,6 +39,7 @@ STATUS_TABLE: dict[type[BaseException], grpc.StatusCode] = {
     errors.RequestLimitError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.BusyError: grpc.StatusCode.UNAVAILABLE,
     errors.DeadlineError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.CancelledError: grpc.StatusCode.CANCELLED,
     errors.UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
     # Python: a huge allocation that failed despite the limits.
     MemoryError: grpc.StatusCode.RESOURCE_EXHAUSTED,

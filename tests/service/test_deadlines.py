@@ -1,0 +1,200 @@
+"""Deadlines, cancellation and admission under a busy core.
+
+A server-side hook replaces the core's conv_transpose: it records every call that reaches the
+core and can hold the core (inside the lock, like a long computation) until the test releases
+it. With it we check that a request whose deadline passes in the queue gets DEADLINE_EXCEEDED
+and is never computed, that a cancelled request leaves the queue and frees its admission slot
+while the core is still busy, and that a request beyond ``workers`` gets UNAVAILABLE at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from deconv import codec
+from deconv.v1 import deconv_pb2 as pb
+from deconv_server import servicer as servicer_module
+from deconv_server.app import ServerHandle
+
+from .conftest import extra_server
+from .helpers import core, raw_stub
+
+X = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+W = np.ones((1, 2, 3, 3), np.float32)
+SLOW = 7.0  # the hook holds the core while the input's first element is this value
+
+
+def request(first: float = 0.0) -> pb.TransposedConvRequest:
+    x = X.copy()
+    x.flat[0] = first
+    return pb.TransposedConvRequest(input=codec.encode(x), weight=codec.encode(W), stride=[2])
+
+
+class CoreHook:
+    """Stands in for deconv_core.conv_transpose: records calls, holds the core for SLOW ones."""
+
+    def __init__(self, real: Callable[..., np.ndarray]) -> None:
+        self.real = real
+        self.calls: list[float] = []
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, x: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+        first = float(x.flat[0])
+        self.calls.append(first)
+        if first == SLOW:
+            self.started.set()
+            assert self.release.wait(30), "the test never released the core"
+        return self.real(x, *args, **kwargs)
+
+
+@pytest.fixture
+def hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[CoreHook]:
+    h = CoreHook(servicer_module._OPS["conv_transpose"])
+    monkeypatch.setitem(servicer_module._OPS, "conv_transpose", h)
+    try:
+        yield h
+    finally:
+        h.release.set()
+
+
+@pytest.fixture
+def small(server: ServerHandle) -> Iterator[ServerHandle]:
+    """A server admitting two calls at once (``server`` guarantees compiled kernels)."""
+    handle = extra_server(workers=2)
+    try:
+        yield handle
+    finally:
+        handle.stop(0).wait(5)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def start_slow(stub: Any, hook: CoreHook) -> Any:
+    """Start a call that holds the core; return its future once it is computing."""
+    future = stub.TransposedConv.future(request(SLOW), timeout=60)
+    assert hook.started.wait(10), "the slow call never reached the core"
+    return future
+
+
+def expected(first: float = 0.0) -> np.ndarray:
+    x = X.copy()
+    x.flat[0] = first
+    return core("conv_transpose", x, W, stride=2)
+
+
+def test_deadline_in_the_queue_is_exceeded_and_never_computed(
+    small: ServerHandle, hook: CoreHook
+) -> None:
+    with raw_stub(small.target) as stub:
+        info_before = stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10)
+        slow = start_slow(stub, hook)
+        t0 = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:
+            stub.TransposedConv(request(1.0), timeout=0.4)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - t0 < 3
+        # The server gave up on it too: its admission slot is free while the core is busy.
+        assert wait_for(lambda: small.servicer.in_flight == 1, 5)
+        hook.release.set()
+        got = codec.decode(slow.result(timeout=30).output)
+        np.testing.assert_array_equal(got, expected(SLOW))
+        assert hook.calls == [SLOW]  # the expired request never reached the core
+        info = stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10)
+        assert info.requests_served == info_before.requests_served + 1
+        assert info.requests_failed == info_before.requests_failed + 1
+
+
+def test_cancelled_call_frees_its_admission_slot(small: ServerHandle, hook: CoreHook) -> None:
+    with raw_stub(small.target) as stub:
+        slow = start_slow(stub, hook)
+        queued = stub.TransposedConv.future(request(2.0), timeout=60)
+        assert wait_for(lambda: small.servicer.in_flight == 2)
+        queued.cancel()
+        # The slot frees while the core is still busy (no waiting for the slow call).
+        assert wait_for(lambda: small.servicer.in_flight == 1, 3)
+        assert not slow.done()
+        # ... so the next call is admitted (not UNAVAILABLE) and waits for the core.
+        admitted = stub.TransposedConv.future(request(3.0), timeout=60)
+        assert wait_for(lambda: small.servicer.in_flight == 2)
+        hook.release.set()
+        np.testing.assert_array_equal(codec.decode(slow.result(timeout=30).output), expected(SLOW))
+        np.testing.assert_array_equal(
+            codec.decode(admitted.result(timeout=30).output), expected(3.0)
+        )
+        assert hook.calls == [SLOW, 3.0]  # the cancelled call was never computed
+        assert wait_for(lambda: small.servicer.in_flight == 0)
+
+
+def test_cancelled_upload_frees_its_admission_slot(
+    small: ServerHandle, hook: CoreHook, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A chunked call cancelled halfway through its upload leaves no slot and no error log."""
+    caplog.set_level(logging.INFO, logger="deconv_server")
+    stalled = threading.Event()
+    done = threading.Event()
+
+    def messages() -> Iterator[pb.TransposedConvRequestChunk]:
+        req = request(4.0)
+        data = req.input.data
+        req.input.data = b""
+        yield pb.TransposedConvRequestChunk(request=req)
+        yield pb.TransposedConvRequestChunk(data=data[:8])
+        stalled.set()
+        done.wait(30)
+
+    with raw_stub(small.target) as stub:
+        call = stub.TransposedConvChunked(messages(), timeout=60)
+        assert stalled.wait(10)
+        assert wait_for(lambda: small.servicer.in_flight == 1)
+        call.cancel()
+        done.set()
+        assert wait_for(lambda: small.servicer.in_flight == 0, 5)
+        assert hook.calls == []
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert any("CANCELLED" in r.getMessage() for r in caplog.records)
+        reply = stub.TransposedConv(request(5.0), timeout=30)
+        np.testing.assert_array_equal(codec.decode(reply.output), expected(5.0))
+
+
+def test_full_queue_is_unavailable_at_once(small: ServerHandle, hook: CoreHook) -> None:
+    with raw_stub(small.target) as stub:
+        slow = start_slow(stub, hook)
+        queued = stub.TransposedConv.future(request(6.0), timeout=60)
+        assert wait_for(lambda: small.servicer.in_flight == 2)
+        t0 = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:
+            stub.TransposedConv(request(8.0), timeout=30)
+        assert time.monotonic() - t0 < 1.0  # refused at once, not queued
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "server busy, 2 requests in flight (limit 2)" in err.value.details()
+        hook.release.set()
+        slow.result(timeout=30)
+        np.testing.assert_array_equal(codec.decode(queued.result(timeout=30).output), expected(6.0))
+        assert hook.calls == [SLOW, 6.0]
+
+
+def test_deadline_during_the_computation_harms_nothing(small: ServerHandle, hook: CoreHook) -> None:
+    """The caller gives up while its own request computes; the server finishes and lives on."""
+    with raw_stub(small.target) as stub:
+        with pytest.raises(grpc.RpcError) as err:
+            threading.Timer(1.0, hook.release.set).start()
+            stub.TransposedConv(request(SLOW), timeout=0.3)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert wait_for(lambda: small.servicer.in_flight == 0, 10)
+        reply = stub.TransposedConv(request(1.0), timeout=30)
+        np.testing.assert_array_equal(codec.decode(reply.output), expected(1.0))
