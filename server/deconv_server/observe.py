@@ -16,7 +16,6 @@ It must be the first interceptor so rejected calls (e.g. UNAUTHENTICATED) are lo
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -103,7 +102,9 @@ class _Rpc:
         }
         level = logging.INFO if self.service == obs.main_service else logging.DEBUG
         if _access.isEnabledFor(level):
-            _access.log(level, json.dumps(fields, separators=(",", ":")), extra={"fields": fields})
+            # The JSON formatter puts the fields at the top level; the message is for text logs.
+            message = f"{self.service}/{self.method} {code} {fields['duration_ms']} ms"
+            _access.log(level, message, extra={"fields": fields})
         if self.token is not None:
             REQUEST_ID.reset(self.token)
             self.token = None

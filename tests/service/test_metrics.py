@@ -183,7 +183,7 @@ def test_request_id_echoed_and_logged(
     records = [r for r in caplog.records if r.name == ACCESS_LOGGER]
     by_id = {r.fields["request_id"]: r for r in records}
     ok, failed = by_id["req-42"].fields, by_id[generated].fields
-    assert json.loads(by_id["req-42"].getMessage()) == ok
+    assert by_id["req-42"].getMessage().startswith("deconv.v1.Deconv/TransposedConv OK ")
     assert (ok["method"], ok["op"], ok["code"]) == ("TransposedConv", "conv_transpose", "OK")
     assert ok["bytes_in"] == _request().ByteSize() and ok["bytes_out"] == reply.ByteSize()
     assert 0 < ok["duration_ms"] < 30_000 and ok["peer"].startswith("ipv4:127.0.0.1:")
