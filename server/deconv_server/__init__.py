@@ -3,7 +3,11 @@
 Modules: :mod:`~deconv_server.config` (settings), :mod:`~deconv_server.convert` (request ->
 core call), :mod:`~deconv_server.servicer` (the RPCs), :mod:`~deconv_server.status` (exception ->
 status code), :mod:`~deconv_server.app` (server assembly, health, reflection, signals),
-:mod:`~deconv_server.cli` (``deconv-server``), :mod:`~deconv_server.healthcheck` (container probe).
+:mod:`~deconv_server.cli` (``deconv-server``), :mod:`~deconv_server.healthcheck` (container probe),
+:mod:`~deconv_server.chunked` (streamed tensors), :mod:`~deconv_server.tls` (TLS and mTLS
+credentials), :mod:`~deconv_server.observe` (request ids, access log, per-RPC metrics),
+:mod:`~deconv_server.metrics` (Prometheus registry and HTTP endpoint),
+:mod:`~deconv_server.logging_setup` (JSON or text logs).
 
 ``import deconv_server`` is cheap; :func:`create_server` and :func:`serve` load the core on use.
 """
