@@ -120,10 +120,10 @@ def _tiled_conv(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) 
     kernel = (w.shape[2], w.shape[3], w.shape[4])
 
     def work(part: list[tuple[int, int, int]]) -> None:
-        cols = np.empty((geom.c_in * K, step * O2), dtype=x.dtype)
+        flat = np.empty(geom.c_in * K * step * O2, dtype=x.dtype)
         for b, r0, r1 in part:
             width = (r1 - r0) * O2
-            buf = cols[:, :width]
+            buf = flat[: geom.c_in * K * width].reshape(geom.c_in * K, width)  # C-contiguous
             _kernels.im2col_rows(
                 x, b, buf, kernel, geom.stride, geom.dilation, geom.offset, geom.out_size, r0, r1
             )
