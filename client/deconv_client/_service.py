@@ -26,7 +26,7 @@ class ServerInfo:
     ranks : tuple of int
     limits : dict
         max_message_bytes, max_tensor_elements, max_output_elements, max_queue, workers,
-        max_flops_per_request.
+        max_flops_per_request, max_inflight_bytes.
     numba_version, threading_layer : str
     threads : int
     runtime : dict of str to str
@@ -68,6 +68,7 @@ def server_info(response: pb.GetServerInfoResponse) -> ServerInfo:
             "max_queue": lim.max_queue,
             "workers": lim.workers,
             "max_flops_per_request": lim.max_flops_per_request,
+            "max_inflight_bytes": lim.max_inflight_bytes,
         },
         numba_version=response.numba_version,
         threading_layer=response.threading_layer,

@@ -8,7 +8,7 @@ little-endian array, so no message comes near the size limit however large the t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -16,13 +16,18 @@ from deconv import codec
 from deconv.v1 import deconv_pb2 as pb
 
 from deconv_server.config import ServerConfig
-from deconv_server.convert import CoreCall, decode_plan, plan_request, require_parsed
+from deconv_server.convert import CoreCall, Plan, decode_plan, plan_request, require_parsed
 from deconv_server.errors import RequestError
 
 __all__ = ["output_chunks", "receive_call"]
 
 
-def receive_call(op: str, messages: Iterable[Any], config: ServerConfig) -> tuple[CoreCall, int]:
+def receive_call(
+    op: str,
+    messages: Iterable[Any],
+    config: ServerConfig,
+    reserve: Callable[[Plan], None] | None = None,
+) -> tuple[CoreCall, int]:
     """Read a whole chunked request and decode it.
 
     Parameters
@@ -30,6 +35,9 @@ def receive_call(op: str, messages: Iterable[Any], config: ServerConfig) -> tupl
     op : {"conv", "conv_transpose"}
     messages : iterable of ConvRequestChunk or TransposedConvRequestChunk
     config : ServerConfig
+    reserve : callable, optional
+        Called with the checked plan before any buffer is allocated (the in-flight byte
+        budget); may raise to refuse the call.
 
     Returns
     -------
@@ -48,6 +56,8 @@ def receive_call(op: str, messages: Iterable[Any], config: ServerConfig) -> tupl
     if first is None or first.WhichOneof("part") != "request":
         raise RequestError(f"{op}: the first message of a chunked call must carry the request")
     plan = plan_request(op, first.request, config, chunked=True)
+    if reserve is not None:
+        reserve(plan)
     pending = plan.pending()
     buffers = {name: bytearray(plan.nbytes[name]) for name in pending}
     total = sum(plan.nbytes[name] for name in pending)

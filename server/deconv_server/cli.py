@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-output-elements", type=int, help=f"per result {env('max_output_elements')}"
     )
+    p.add_argument(
+        "--max-inflight-bytes",
+        type=int,
+        help=f"tensor bytes admitted requests may hold at once {env('max_inflight_bytes')}",
+    )
     p.add_argument("--workers", type=int, help=f"compute RPCs admitted at once {env('workers')}")
     p.add_argument("--log-level", help=f"logging level {env('log_level')}")
     warm = p.add_mutually_exclusive_group()

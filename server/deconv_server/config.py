@@ -28,6 +28,7 @@ max_connection_age_grace_s DECONV_MAX_CONNECTION_AGE_GRACE_S 30
 keepalive_time_s           DECONV_KEEPALIVE_TIME_S         60 (server pings idle connections)
 keepalive_timeout_s        DECONV_KEEPALIVE_TIMEOUT_S      20
 shutdown_delay_s           DECONV_SHUTDOWN_DELAY_S         0 (NOT_SERVING before draining)
+max_inflight_bytes         DECONV_MAX_INFLIGHT_BYTES       4294967296 (4 GiB) of tensors at once
 ========================== =============================== ==================================
 """
 
@@ -121,9 +122,14 @@ class ServerConfig:
     keepalive_time_s: float = 60.0
     keepalive_timeout_s: float = 20.0
     shutdown_delay_s: float = 0.0
+    #: Bytes of tensors (inputs and result) that admitted requests may hold at once; a request
+    #: that would go over waits for no one: UNAVAILABLE at once (RESOURCE_EXHAUSTED if it could
+    #: never fit). Bounds the memory of many large chunked uploads arriving together.
+    max_inflight_bytes: int = 4 * 1024 * MIB
 
     def __post_init__(self) -> None:
         _check_int("max_flops_per_request", self.max_flops_per_request, 1, 2**62)
+        _check_int("max_inflight_bytes", self.max_inflight_bytes, 1, 2**62)
         if not isinstance(self.host, str) or not self.host:
             raise ConfigError("host must be a non-empty string")
         _check_int("port", self.port, 0, 65535)
@@ -231,6 +237,7 @@ ENV_VARS["max_flops_per_request"] = "DECONV_MAX_FLOPS"
 
 _INT_FIELDS = {
     "max_flops_per_request",
+    "max_inflight_bytes",
     "port",
     "max_message_bytes",
     "max_tensor_elements",

@@ -218,6 +218,15 @@ class Plan:
     params: dict[str, Any]
     output_shape: tuple[int, ...] | None
 
+    @property
+    def tensor_bytes(self) -> int:
+        """Bytes of the request's tensors plus its result, as sent on the wire."""
+        out = 0
+        if self.output_shape is not None:
+            out = int(np.prod(self.output_shape, dtype=np.int64))
+            out *= codec.numpy_dtype(self.wire_dtype).itemsize
+        return sum(self.nbytes.values()) + out
+
     def pending(self) -> list[str]:
         """Tensors of a chunked request whose bytes follow the first message, in stream order."""
         return [n for n, t in self.tensors.items() if self.nbytes[n] and not t.data]

@@ -36,13 +36,16 @@ from deconv.v1 import deconv_pb2_grpc as pb_grpc
 
 import deconv_core
 from deconv_server import __version__
+from deconv_server.budget import ByteBudget
 from deconv_server.chunked import output_chunks, receive_call
 from deconv_server.config import ServerConfig
 from deconv_server.convert import (
     CoreCall,
+    Plan,
     Unparsed,
+    decode_plan,
     lenient_parser,
-    parse_request,
+    plan_request,
     require_parsed,
 )
 from deconv_server.errors import BusyError, CancelledError, DeadlineError
@@ -89,8 +92,14 @@ class DeconvServicer(pb_grpc.DeconvServicer):
         self._lock = lock
         self._state = threading.Lock()
         self._in_flight = 0
+        self._budget = ByteBudget(config.max_inflight_bytes)
         self._served = 0
         self._failed = 0
+
+    @property
+    def budget(self) -> ByteBudget:
+        """Tensor bytes held by admitted requests (``config.max_inflight_bytes``)."""
+        return self._budget
 
     @property
     def in_flight(self) -> int:
@@ -147,6 +156,7 @@ class DeconvServicer(pb_grpc.DeconvServicer):
                 max_queue=cfg.workers,
                 workers=cfg.workers,
                 max_flops_per_request=cfg.max_flops_per_request,
+                max_inflight_bytes=cfg.max_inflight_bytes,
             ),
             numba_version=str(_first(runtime, "numba_version", "numba", default="")),
             threading_layer=str(_first(runtime, "threading_layer", "layer", default="")),
@@ -161,25 +171,42 @@ class DeconvServicer(pb_grpc.DeconvServicer):
     # -- internals ---------------------------------------------------------------------------
 
     def _serve(self, op: str, request: Any, context: grpc.ServicerContext) -> pb.ConvResponse:
-        y, wire = self._execute(
-            op, context, lambda: parse_request(op, require_parsed(op, request), self._config)
-        )
-        response = pb.ConvResponse()
-        codec.encode(y, dtype=wire, out=response.output)
-        return response
+        held: list[int] = []
+
+        def prepare() -> CoreCall:
+            plan = plan_request(op, require_parsed(op, request), self._config)
+            held.append(self._budget.reserve(op, plan.tensor_bytes))
+            return decode_plan(plan)
+
+        try:
+            y, wire = self._execute(op, context, prepare)
+            response = pb.ConvResponse()
+            codec.encode(y, dtype=wire, out=response.output)
+            return response
+        finally:
+            for nbytes in held:
+                self._budget.release(nbytes)
 
     def _serve_chunked(
         self, op: str, messages: Iterator[Any], context: grpc.ServicerContext
     ) -> Iterator[pb.TensorChunk]:
         asked: list[int] = []
+        held: list[int] = []
+
+        def reserve(plan: Plan) -> None:
+            held.append(self._budget.reserve(op, plan.tensor_bytes))
 
         def prepare() -> CoreCall:
-            call, chunk = receive_call(op, messages, self._config)
+            call, chunk = receive_call(op, messages, self._config, reserve)
             asked.append(chunk)
             return call
 
-        y, wire = self._execute(op, context, prepare)
-        yield from output_chunks(y, wire, self._config.max_message_bytes, asked[0])
+        try:
+            y, wire = self._execute(op, context, prepare)
+            yield from output_chunks(y, wire, self._config.max_message_bytes, asked[0])
+        finally:
+            for nbytes in held:
+                self._budget.release(nbytes)
 
     def _execute(
         self, op: str, context: grpc.ServicerContext, prepare: Callable[[], CoreCall]

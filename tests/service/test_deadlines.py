@@ -198,3 +198,72 @@ def test_deadline_during_the_computation_harms_nothing(small: ServerHandle, hook
         assert wait_for(lambda: small.servicer.in_flight == 0, 10)
         reply = stub.TransposedConv(request(1.0), timeout=30)
         np.testing.assert_array_equal(codec.decode(reply.output), expected(1.0))
+
+
+# -- the in-flight byte budget ------------------------------------------------------------------
+
+#: Wire bytes of request(): input 64 + weight 72 + result (1, 2, 9, 9) float32 648.
+ONE_CALL_BYTES = 64 + 72 + 648
+
+
+@pytest.fixture
+def tight(server: ServerHandle) -> Iterator[ServerHandle]:
+    """A server whose byte budget holds one call of ``request()`` but not two."""
+    handle = extra_server(workers=4, max_inflight_bytes=ONE_CALL_BYTES + ONE_CALL_BYTES // 2)
+    try:
+        yield handle
+    finally:
+        handle.stop(0).wait(5)
+
+
+def test_byte_budget_refuses_a_second_call_while_the_first_holds_it(
+    tight: ServerHandle, hook: CoreHook
+) -> None:
+    budget = tight.servicer.budget
+    with raw_stub(tight.target) as stub:
+        slow = start_slow(stub, hook)
+        assert budget.used == ONE_CALL_BYTES
+        with pytest.raises(grpc.RpcError) as err:
+            stub.TransposedConv(request(1.0), timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert f"this one needs {ONE_CALL_BYTES}" in err.value.details()
+        chunked = stub.TransposedConvChunked(
+            iter([pb.TransposedConvRequestChunk(request=request(2.0))]), timeout=10
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            list(chunked)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        hook.release.set()
+        np.testing.assert_array_equal(codec.decode(slow.result().output), expected(SLOW))
+        assert wait_for(lambda: budget.used == 0)
+        reply = stub.TransposedConv(request(3.0), timeout=10)
+        np.testing.assert_array_equal(codec.decode(reply.output), expected(3.0))
+    assert budget.used == 0
+    assert 1.0 not in hook.calls and 2.0 not in hook.calls  # refused before the core
+
+
+def test_a_call_larger_than_the_whole_budget_is_resource_exhausted(tight: ServerHandle) -> None:
+    big = pb.TransposedConvRequest(
+        input=codec.encode(np.ones((1, 1, 8, 8), np.float32)), weight=codec.encode(W), stride=[2]
+    )
+    with raw_stub(tight.target) as stub:
+        with pytest.raises(grpc.RpcError) as err:
+            stub.TransposedConv(big, timeout=10)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "in-flight limit" in err.value.details()
+    assert tight.servicer.budget.used == 0
+    limits = stub_info(tight).limits
+    assert limits.max_inflight_bytes == ONE_CALL_BYTES + ONE_CALL_BYTES // 2
+
+
+def stub_info(handle: ServerHandle) -> pb.GetServerInfoResponse:
+    with raw_stub(handle.target) as stub:
+        return stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10)
+
+
+def test_byte_budget_from_the_environment() -> None:
+    from deconv_server.config import ServerConfig
+
+    cfg = ServerConfig.from_env({"DECONV_MAX_INFLIGHT_BYTES": "1048576"})
+    assert cfg.max_inflight_bytes == 1 << 20
+    assert ServerConfig().max_inflight_bytes == 4 << 30

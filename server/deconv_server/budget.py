@@ -1,0 +1,72 @@
+"""A process-wide budget of tensor bytes held by admitted requests.
+
+The element, output and FLOPs limits bound one request; this bounds them all together, so many
+large chunked uploads arriving at once cannot take the process's memory. A request reserves its
+bytes after its metadata passed every check and before any buffer is allocated, and releases
+them when its response is done.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from deconv_server.errors import BusyError, RequestLimitError
+
+__all__ = ["ByteBudget"]
+
+
+class ByteBudget:
+    """Bytes that admitted requests may hold at once.
+
+    Parameters
+    ----------
+    limit : int
+        Total bytes.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._lock = threading.Lock()
+
+    @property
+    def used(self) -> int:
+        """Bytes reserved now."""
+        with self._lock:
+            return self._used
+
+    def reserve(self, op: str, nbytes: int) -> int:
+        """Reserve ``nbytes`` or refuse at once.
+
+        Returns
+        -------
+        int
+            ``nbytes``, to pass to :meth:`release`.
+
+        Raises
+        ------
+        RequestLimitError
+            The request alone exceeds the whole budget (RESOURCE_EXHAUSTED: it can never run).
+        BusyError
+            Other requests hold too much now (UNAVAILABLE: retry later or elsewhere).
+        """
+        if nbytes > self.limit:
+            raise RequestLimitError(
+                f"{op}: the request's tensors need {nbytes} bytes, more than the server's "
+                f"in-flight limit of {self.limit} bytes (DECONV_MAX_INFLIGHT_BYTES); send smaller "
+                f"tensors"
+            )
+        with self._lock:
+            if self._used + nbytes > self.limit:
+                raise BusyError(
+                    f"{op}: server busy, requests in flight hold {self._used} of "
+                    f"{self.limit} tensor bytes and this one needs {nbytes}; retry later or on "
+                    f"another replica"
+                )
+            self._used += nbytes
+        return nbytes
+
+    def release(self, nbytes: int) -> None:
+        """Give back bytes from :meth:`reserve`."""
+        with self._lock:
+            self._used -= nbytes
