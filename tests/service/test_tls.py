@@ -290,3 +290,18 @@ def test_server_config_errors(pki: Pki, tmp_path: Path) -> None:
     assert config.tls and config.tls_key == str(tmp_path / "none")
     with pytest.raises(ConfigError, match="cannot read tls_key"):
         start_server(config)
+
+
+def test_health_probe_speaks_tls_and_mtls(
+    tls_server: ServerHandle, mtls_server: ServerHandle, pki: Pki, tmp_path: Path
+) -> None:
+    from deconv_server import healthcheck
+
+    ca = ["--ca", str(pki.ca), "--server-name", "localhost"]
+    assert healthcheck.main(["--target", tls_server.target, *ca]) == 0
+    assert healthcheck.main(["--target", tls_server.target, "--timeout", "2"]) == 1  # plaintext
+    client = ["--cert", str(pki.client_cert), "--key", str(pki.client_key)]
+    assert healthcheck.main(["--target", mtls_server.target, *ca, *client]) == 0
+    assert healthcheck.main(["--target", mtls_server.target, *ca, "--timeout", "2"]) == 1
+    missing = ["--ca", str(tmp_path / "missing.pem")]
+    assert healthcheck.main(["--target", tls_server.target, *missing]) == 1
