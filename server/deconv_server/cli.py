@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help=f"tensor bytes admitted requests may hold at once {env('max_inflight_bytes')}",
     )
+    p.add_argument(
+        "--upload-timeout-s",
+        type=float,
+        help=f"seconds a chunked call may take to upload {env('upload_timeout_s')}",
+    )
     p.add_argument("--workers", type=int, help=f"compute RPCs admitted at once {env('workers')}")
     p.add_argument("--log-level", help=f"logging level {env('log_level')}")
     warm = p.add_mutually_exclusive_group()

@@ -29,6 +29,7 @@ keepalive_time_s           DECONV_KEEPALIVE_TIME_S         60 (server pings idle
 keepalive_timeout_s        DECONV_KEEPALIVE_TIMEOUT_S      20
 shutdown_delay_s           DECONV_SHUTDOWN_DELAY_S         0 (NOT_SERVING before draining)
 max_inflight_bytes         DECONV_MAX_INFLIGHT_BYTES       4294967296 (4 GiB) of tensors at once
+upload_timeout_s           DECONV_UPLOAD_TIMEOUT_S         300 (to send a chunked request)
 ========================== =============================== ==================================
 """
 
@@ -126,10 +127,15 @@ class ServerConfig:
     #: that would go over waits for no one: UNAVAILABLE at once (RESOURCE_EXHAUSTED if it could
     #: never fit). Bounds the memory of many large chunked uploads arriving together.
     max_inflight_bytes: int = 4 * 1024 * MIB
+    #: Seconds a chunked call may take to send its request; then the server cancels it, so a
+    #: stalled or trickling client cannot hold an admission slot and its buffers forever.
+    upload_timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
         _check_int("max_flops_per_request", self.max_flops_per_request, 1, 2**62)
         _check_int("max_inflight_bytes", self.max_inflight_bytes, 1, 2**62)
+        if not isinstance(self.upload_timeout_s, int | float) or not self.upload_timeout_s > 0:
+            raise ConfigError(f"upload_timeout_s={self.upload_timeout_s!r} must be > 0")
         if not isinstance(self.host, str) or not self.host:
             raise ConfigError("host must be a non-empty string")
         _check_int("port", self.port, 0, 65535)
@@ -248,6 +254,7 @@ _INT_FIELDS = {
 
 _SECONDS_FIELDS = {
     "grace_seconds",
+    "upload_timeout_s",
     "max_connection_age_s",
     "max_connection_age_grace_s",
     "keepalive_time_s",

@@ -197,7 +197,15 @@ class DeconvServicer(pb_grpc.DeconvServicer):
             held.append(self._budget.reserve(op, plan.tensor_bytes))
 
         def prepare() -> CoreCall:
-            call, chunk = receive_call(op, messages, self._config, reserve)
+            # A stalled upload would block this thread, its admission slot and its buffers
+            # forever: the server cancels the call when the upload takes too long.
+            timer = threading.Timer(self._config.upload_timeout_s, context.cancel)
+            timer.daemon = True
+            timer.start()
+            try:
+                call, chunk = receive_call(op, messages, self._config, reserve)
+            finally:
+                timer.cancel()
             asked.append(chunk)
             return call
 

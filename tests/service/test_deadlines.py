@@ -267,3 +267,31 @@ def test_byte_budget_from_the_environment() -> None:
     cfg = ServerConfig.from_env({"DECONV_MAX_INFLIGHT_BYTES": "1048576"})
     assert cfg.max_inflight_bytes == 1 << 20
     assert ServerConfig().max_inflight_bytes == 4 << 30
+
+
+def test_a_stalled_chunked_upload_is_cancelled_and_frees_its_slot(server: ServerHandle) -> None:
+    """A client that sends the request header and then nothing loses the call after the
+    upload timeout; its admission slot and byte reservation come back."""
+    handle = extra_server(workers=1, upload_timeout_s=0.5)
+    stall = threading.Event()
+
+    def stalled() -> Iterator[pb.TransposedConvRequestChunk]:
+        header = request(4.0)
+        header.input.ClearField("data")  # the input's bytes "follow"
+        yield pb.TransposedConvRequestChunk(request=header)
+        stall.wait(30)
+
+    try:
+        with raw_stub(handle.target) as stub:
+            t0 = time.monotonic()
+            with pytest.raises(grpc.RpcError) as err:
+                list(stub.TransposedConvChunked(stalled(), timeout=20))
+            assert err.value.code() == grpc.StatusCode.CANCELLED
+            assert time.monotonic() - t0 < 5
+            assert wait_for(lambda: handle.servicer.in_flight == 0)
+            assert handle.servicer.budget.used == 0
+            reply = stub.TransposedConv(request(5.0), timeout=10)  # the one slot is free again
+            np.testing.assert_array_equal(codec.decode(reply.output), expected(5.0))
+    finally:
+        stall.set()
+        handle.stop(0).wait(5)
