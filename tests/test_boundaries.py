@@ -55,3 +55,22 @@ def test_server_really_loads_the_core() -> None:
     """The check above can fail: the server side does load numba and the core."""
     loaded = _loaded(["deconv_server.app"])
     assert {"numba", "deconv_core", "grpc"} <= loaded
+
+
+def test_bare_install_is_the_client_only() -> None:
+    """`pip install deconv` with no extra pulls grpcio, protobuf and numpy, nothing else
+    (no numba, no compiler); numba comes only with the `server` extra."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+
+    def names(reqs: list[str]) -> set[str]:
+        return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in reqs}
+
+    assert names(project["dependencies"]) == {"grpcio", "protobuf", "numpy"}
+    assert "numba" in names(project["optional-dependencies"]["server"])
+    assert {"torch", "tensorflow", "tensorflow-cpu", "onnxruntime"}.isdisjoint(
+        names(project["optional-dependencies"]["test"]) | names(project["dependencies"])
+    )
