@@ -48,7 +48,7 @@ from deconv_server.convert import (
     plan_request,
     require_parsed,
 )
-from deconv_server.errors import BusyError, CancelledError, DeadlineError
+from deconv_server.errors import BusyError, CancelledError, DeadlineError, RequestError
 from deconv_server.status import status_for
 
 __all__ = ["CORE_LOCK", "INSTANCE_ID", "DeconvServicer", "add_to_server"]
@@ -204,6 +204,14 @@ class DeconvServicer(pb_grpc.DeconvServicer):
             timer.start()
             try:
                 call, chunk = receive_call(op, messages, self._config, reserve)
+            except (RequestError, grpc.RpcError) as exc:
+                # A cancelled stream may end early before the context turns inactive: give
+                # gRPC a moment to say whether the caller left (then it was no bad request).
+                if _caller_left(context):
+                    raise CancelledError(
+                        f"{op}: the caller left while sending the request"
+                    ) from exc
+                raise
             finally:
                 timer.cancel()
             asked.append(chunk)
@@ -296,6 +304,16 @@ class DeconvServicer(pb_grpc.DeconvServicer):
             return _OPS[call.op](call.x, call.weight, call.bias, **call.params)
         finally:
             self._lock.release()
+
+
+def _caller_left(context: grpc.ServicerContext, wait: float = 0.2) -> bool:
+    """Whether the call ended (cancel, deadline), polling up to ``wait`` seconds."""
+    end = time.monotonic() + wait
+    while context.is_active():
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _runtime_info() -> dict[str, Any]:

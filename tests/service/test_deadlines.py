@@ -166,7 +166,9 @@ def test_cancelled_upload_frees_its_admission_slot(
         assert wait_for(lambda: small.servicer.in_flight == 0, 5)
         assert hook.calls == []
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
-        assert any("CANCELLED" in r.getMessage() for r in caplog.records)
+        assert any("CANCELLED" in r.getMessage() for r in caplog.records), [
+            (r.name, r.getMessage()) for r in caplog.records
+        ]
         reply = stub.TransposedConv(request(5.0), timeout=30)
         np.testing.assert_array_equal(codec.decode(reply.output), expected(5.0))
 
