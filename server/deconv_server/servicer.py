@@ -306,7 +306,7 @@ class DeconvServicer(pb_grpc.DeconvServicer):
             self._lock.release()
 
 
-def _caller_left(context: grpc.ServicerContext, wait: float = 0.2) -> bool:
+def _caller_left(context: grpc.ServicerContext, wait: float = 0.05) -> bool:
     """Whether the call ended (cancel, deadline), polling up to ``wait`` seconds."""
     end = time.monotonic() + wait
     while context.is_active():

@@ -64,6 +64,8 @@ def test_service_config_has_round_robin_and_retry() -> None:
         opts["grpc.max_send_message_length"] == opts["grpc.max_receive_message_length"] == 1 << 20
     )
     assert opts["grpc.per_rpc_retry_buffer_size"] >= 1 << 20
+    # keepalive pings no more often than the server permits (10 s)
+    assert opts["grpc.keepalive_time_ms"] >= 10_000
 
 
 def test_caller_options_win_and_bad_policy_is_rejected() -> None:
