@@ -19,6 +19,7 @@ from deconv import codec
 from deconv.v1 import deconv_pb2 as pb
 
 from deconv_core import params as core_params
+from deconv_core.layout import Layout
 from deconv_server.config import ServerConfig
 from deconv_server.errors import RequestError, RequestLimitError
 
@@ -183,7 +184,7 @@ def _result_geometry(
     if nd not in (3, 4, 5) or len(w_shape) != nd or (b_shape is not None and len(b_shape) != 1):
         return None
     data_format = kwargs["data_format"]
-    layout = core_params.Layout(data_format=data_format, weight_format=kwargs["weight_format"])
+    layout = Layout(data_format=data_format, weight_format=kwargs["weight_format"])
     rest = {k: v for k, v in kwargs.items() if k not in ("data_format", "weight_format")}
     if op == "conv":
         geom = core_params.conv_geometry(x_shape, w_shape, b_shape, layout=layout, **rest)
