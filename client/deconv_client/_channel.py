@@ -25,6 +25,7 @@ __all__ = [
     "PemSource",
     "channel_credentials",
     "channel_options",
+    "channel_setup",
     "default_load_balancing",
     "read_pem",
     "resolve_token",
@@ -180,6 +181,51 @@ def channel_credentials(
         if certificate_chain is not None
         else None,
     )
+
+
+def channel_setup(
+    target: str,
+    *,
+    max_message_bytes: int,
+    load_balancing: str | None,
+    retry: bool,
+    credentials: grpc.ChannelCredentials | None,
+    options: Sequence[tuple[str, Any]],
+    root_certificates: PemSource | None,
+    private_key: PemSource | None,
+    certificate_chain: PemSource | None,
+    tls: bool | None,
+    server_name: str | None,
+) -> tuple[grpc.ChannelCredentials | None, list[tuple[str, Any]]]:
+    """Credentials (None = plaintext) and channel arguments of a client, from its arguments.
+
+    The sync and async clients open their channel from this; see :class:`deconv_client.Client`
+    for the arguments.
+
+    Raises
+    ------
+    ValueError
+        Both ``credentials`` and PEM arguments, or any error of :func:`channel_credentials` and
+        :func:`channel_options`.
+    """
+    pem = channel_credentials(
+        tls=tls,
+        root_certificates=root_certificates,
+        private_key=private_key,
+        certificate_chain=certificate_chain,
+    )
+    if pem is not None and credentials is not None:
+        raise ValueError("give credentials or the PEM arguments, not both")
+    if server_name:
+        options = (("grpc.ssl_target_name_override", server_name), *options)
+    opts = channel_options(
+        target,
+        max_message_bytes=max_message_bytes,
+        load_balancing=load_balancing,
+        retry=retry,
+        options=options,
+    )
+    return (credentials if credentials is not None else pem), opts
 
 
 def resolve_token(token: str | None, token_file: str | os.PathLike[str] | None) -> str | None:

@@ -17,8 +17,7 @@ from deconv_client import _requests, _service
 from deconv_client._channel import (
     DEFAULT_MAX_MESSAGE_BYTES,
     PemSource,
-    channel_credentials,
-    channel_options,
+    channel_setup,
     resolve_token,
 )
 from deconv_client.errors import (
@@ -125,25 +124,20 @@ class Client:
         server_name: str | None = None,
         token_file: str | os.PathLike[str] | None = None,
     ) -> None:
-        pem = channel_credentials(
-            tls=tls,
-            root_certificates=root_certificates,
-            private_key=private_key,
-            certificate_chain=certificate_chain,
-        )
-        if pem is not None and credentials is not None:
-            raise ValueError("give credentials or the PEM arguments, not both")
-        credentials = credentials if credentials is not None else pem
-        token = resolve_token(token, token_file)
-        if server_name:
-            options = (("grpc.ssl_target_name_override", server_name), *options)
-        opts = channel_options(
+        credentials, opts = channel_setup(
             target,
             max_message_bytes=max_message_bytes,
             load_balancing=load_balancing,
             retry=retry,
+            credentials=credentials,
             options=options,
+            root_certificates=root_certificates,
+            private_key=private_key,
+            certificate_chain=certificate_chain,
+            tls=tls,
+            server_name=server_name,
         )
+        token = resolve_token(token, token_file)
         if credentials is not None:
             self._channel = grpc.secure_channel(target, credentials, options=opts)
         else:
