@@ -8,7 +8,9 @@ them when its response is done.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable, Iterator
 
 from deconv_server.errors import BusyError, RequestLimitError
 
@@ -70,3 +72,13 @@ class ByteBudget:
         """Give back bytes from :meth:`reserve`."""
         with self._lock:
             self._used -= nbytes
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[Callable[[str, int], None]]:
+        """A ``reserve(op, nbytes)`` function whose reservations are released on exit."""
+        held: list[int] = []
+        try:
+            yield lambda op, nbytes: held.append(self.reserve(op, nbytes))
+        finally:
+            for nbytes in held:
+                self.release(nbytes)

@@ -41,7 +41,6 @@ from deconv_server.chunked import output_chunks, receive_call
 from deconv_server.config import ServerConfig
 from deconv_server.convert import (
     CoreCall,
-    Plan,
     Unparsed,
     decode_plan,
     lenient_parser,
@@ -171,58 +170,50 @@ class DeconvServicer(pb_grpc.DeconvServicer):
     # -- internals ---------------------------------------------------------------------------
 
     def _serve(self, op: str, request: Any, context: grpc.ServicerContext) -> pb.ConvResponse:
-        held: list[int] = []
+        with self._budget.holding() as reserve:
 
-        def prepare() -> CoreCall:
-            plan = plan_request(op, require_parsed(op, request), self._config)
-            held.append(self._budget.reserve(op, plan.tensor_bytes))
-            return decode_plan(plan)
+            def prepare() -> CoreCall:
+                plan = plan_request(op, require_parsed(op, request), self._config)
+                reserve(op, plan.tensor_bytes)
+                return decode_plan(plan)
 
-        try:
             y, wire = self._execute(op, context, prepare)
             response = pb.ConvResponse()
             codec.encode(y, dtype=wire, out=response.output)
             return response
-        finally:
-            for nbytes in held:
-                self._budget.release(nbytes)
 
     def _serve_chunked(
         self, op: str, messages: Iterator[Any], context: grpc.ServicerContext
     ) -> Iterator[pb.TensorChunk]:
         asked: list[int] = []
-        held: list[int] = []
+        with self._budget.holding() as reserve:
 
-        def reserve(plan: Plan) -> None:
-            held.append(self._budget.reserve(op, plan.tensor_bytes))
+            def prepare() -> CoreCall:
+                # A stalled upload would block this thread, its admission slot and its buffers
+                # forever: the server cancels the call when the upload takes too long.
+                timer = threading.Timer(self._config.upload_timeout_s, context.cancel)
+                timer.daemon = True
+                timer.start()
+                try:
+                    call, chunk = receive_call(
+                        op, messages, self._config, lambda plan: reserve(op, plan.tensor_bytes)
+                    )
+                except (RequestError, grpc.RpcError) as exc:
+                    # A cancelled stream may end early before the context turns inactive:
+                    # give gRPC a moment to say whether the caller left (then it was no bad
+                    # request).
+                    if _caller_left(context):
+                        raise CancelledError(
+                            f"{op}: the caller left while sending the request"
+                        ) from exc
+                    raise
+                finally:
+                    timer.cancel()
+                asked.append(chunk)
+                return call
 
-        def prepare() -> CoreCall:
-            # A stalled upload would block this thread, its admission slot and its buffers
-            # forever: the server cancels the call when the upload takes too long.
-            timer = threading.Timer(self._config.upload_timeout_s, context.cancel)
-            timer.daemon = True
-            timer.start()
-            try:
-                call, chunk = receive_call(op, messages, self._config, reserve)
-            except (RequestError, grpc.RpcError) as exc:
-                # A cancelled stream may end early before the context turns inactive: give
-                # gRPC a moment to say whether the caller left (then it was no bad request).
-                if _caller_left(context):
-                    raise CancelledError(
-                        f"{op}: the caller left while sending the request"
-                    ) from exc
-                raise
-            finally:
-                timer.cancel()
-            asked.append(chunk)
-            return call
-
-        try:
             y, wire = self._execute(op, context, prepare)
             yield from output_chunks(y, wire, self._config.max_message_bytes, asked[0])
-        finally:
-            for nbytes in held:
-                self._budget.release(nbytes)
 
     def _execute(
         self, op: str, context: grpc.ServicerContext, prepare: Callable[[], CoreCall]
