@@ -16,8 +16,9 @@ the output with three spatial axes. Routes:
     Stride-1 transposed conv only: the same sum as a conv with the flipped kernel, through
     ``tiled``.
 ``gemm``
-    Lowering to one BLAS GEMM per group (numpy matmul) plus a Numba im2col (conv) or col2im
-    (transposed conv), processed in batch chunks that bound the column buffer's memory.
+    Transposed conv only: one BLAS GEMM per group (numpy matmul) plus a Numba col2im, in batch
+    chunks that bound the column buffer's memory. (A conv twin, im2col + GEMM, measured slower
+    than ``tiled`` on C1/C2 and was removed.)
 """
 
 from __future__ import annotations
@@ -79,27 +80,6 @@ def _gemm_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geomet
         cols = cols.reshape(G, Cog, *w.shape[2:], nb, *geom.in_size)
         _kernels.col2im(cols, bias, y[b0:b1], geom.stride, geom.dilation, geom.offset)
     return y
-
-
-def _gemm_conv(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
-    G, Cig, Cog = geom.groups, geom.c_in_per_group, geom.c_out_per_group
-    K = w.shape[2] * w.shape[3] * w.shape[4]
-    O = int(np.prod(geom.out_size))
-    wg = w.reshape(G, Cog, Cig * K)
-    y = np.empty((geom.batch, geom.c_out, O), dtype=x.dtype)
-    chunk = _batch_chunk(geom.c_in * K * O, x, w, geom)
-    for b0 in range(0, geom.batch, chunk):
-        b1 = min(geom.batch, b0 + chunk)
-        nb = b1 - b0
-        cols = np.empty((G, Cig, *w.shape[2:], nb, *geom.out_size), dtype=x.dtype)
-        _kernels.im2col(x[b0:b1], cols, geom.stride, geom.dilation, geom.offset)
-        res = _threads.matmul(wg, cols.reshape(G, Cig * K, nb * O))  # (G, Cog, nb*O)
-        np.add(
-            res.reshape(geom.c_out, nb, O).transpose(1, 0, 2),
-            bias[None, :, None],
-            out=y[b0:b1],
-        )
-    return y.reshape(geom.batch, geom.c_out, *geom.out_size)
 
 
 def _tiled_conv(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
@@ -173,7 +153,7 @@ def _patch_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geome
 
 Route = Callable[[np.ndarray, np.ndarray, np.ndarray, Geometry], np.ndarray]
 ROUTES: dict[str, dict[str, Route]] = {
-    "conv": {"direct": _direct, "gemm": _gemm_conv, "tiled": _tiled_conv},
+    "conv": {"direct": _direct, "tiled": _tiled_conv},
     "conv_transpose": {
         "direct": _direct,
         "gemm": _gemm_transpose,

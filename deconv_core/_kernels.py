@@ -78,53 +78,6 @@ def col2im(cols, bias, y, stride, dilation, offset):  # pragma: no cover - compi
 
 
 @numba.njit(**_JIT)
-def im2col(x, cols, stride, dilation, offset):  # pragma: no cover - compiled
-    """Gather input patches into GEMM columns, zero where the patch leaves the input.
-
-    x : (B, C_in, N0, N1, N2); cols : (G, Cig, K0, K1, K2, B, O0, O1, O2).
-    """
-    G, Cig, K0, K1, K2, B, O0, O1, O2 = cols.shape
-    N0, N1, N2 = x.shape[2], x.shape[3], x.shape[4]
-    s0, s1, s2 = stride
-    d0, d1, d2 = dilation
-    f0, f1, f2 = offset
-    K = K0 * K1 * K2
-    for job in numba.prange(G * Cig * K):
-        ci = job // K
-        g = ci // Cig
-        c = ci % Cig
-        t = job % K
-        t0 = t // (K1 * K2)
-        t1 = (t // K2) % K1
-        t2 = t % K2
-        lo0, hi0 = _range(O0, N0, s0, t0 * d0, f0)
-        lo1, hi1 = _range(O1, N1, s1, t1 * d1, f1)
-        lo2, hi2 = _range(O2, N2, s2, t2 * d2, f2)
-        base2 = t2 * d2 - f2
-        for b in range(B):
-            dst = cols[g, c, t0, t1, t2, b]
-            src = x[b, ci]
-            for o0 in range(O0):
-                for o1 in range(O1):
-                    row = dst[o0, o1]
-                    if o0 < lo0 or o0 >= hi0 or o1 < lo1 or o1 >= hi1:
-                        for o2 in range(O2):
-                            row[o2] = 0
-                        continue
-                    srow = src[o0 * s0 + t0 * d0 - f0, o1 * s1 + t1 * d1 - f1]
-                    for o2 in range(lo2):
-                        row[o2] = 0
-                    if s2 == 1:  # contiguous, vectorisable
-                        for o2 in range(lo2, hi2):
-                            row[o2] = srow[o2 + base2]
-                    else:
-                        for o2 in range(lo2, hi2):
-                            row[o2] = srow[o2 * s2 + base2]
-                    for o2 in range(hi2, O2):
-                        row[o2] = 0
-
-
-@numba.njit(**_JIT)
 def conv_direct(x, w, bias, y, groups, stride, dilation, offset):  # pragma: no cover - compiled
     """Direct grouped convolution, for depthwise and small cases.
 
@@ -232,9 +185,8 @@ def col2im_patch(cols, bias, y, stride, dilation, offset):  # pragma: no cover -
             for i1 in range(N1):
                 for i2 in range(N2):
                     patch = cols[g, b, i0, i1, i2, o]
-                    # taps t with 0 <= i*s + t*d - f < O, as [lo, hi)
-                    lo2 = max(0, _ceil_div(f2 - i2 * s2, d2))
-                    hi2 = min(K2, (O2 - 1 + f2 - i2 * s2) // d2 + 1)
+                    # taps t2 with 0 <= i2*s2 + t2*d2 - f2 < O2
+                    lo2, hi2 = _range(K2, O2, d2, i2 * s2, f2)
                     base2 = i2 * s2 - f2
                     for t0 in range(K0):
                         p0 = i0 * s0 + t0 * d0 - f0
