@@ -5,6 +5,11 @@ and ``prepare(case, x, w, b)`` returning a zero-argument callable that computes 
 returns a numpy array. Preparation (model building, weight packing, tensor wrapping) is done
 once, outside the timed callable. PyTorch and onnxruntime are optional: importing this module
 never imports them.
+
+The correctness column's float64 numpy oracle is the core tests' own, ``tests/core/oracle.py``
+(one reference for tests and benchmark). ``tests`` has no ``__init__.py``, so it is imported as a
+namespace package: run the benchmark from the repository root (``python -m bench``), as for
+``bench`` itself.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from bench.cases import Case
-from bench.reference import reference_conv, reference_conv_transpose
+from tests.core import oracle
 
 __all__ = [
     "Backend",
@@ -82,18 +87,18 @@ class DeconvBackend(Backend):
 
 
 class ReferenceBackend(Backend):
-    """The float64 numpy oracle of :mod:`bench.reference` (used for errors, never timed)."""
+    """The float64 numpy oracle ``tests/core/oracle.py`` (used for errors, never timed)."""
 
     name = "reference"
 
     def prepare(self, case: Case, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> Runner:
         p = case.params()
         if case.op == "conv_transpose":
-            return lambda: reference_conv_transpose(
+            return lambda: oracle.conv_transpose(
                 x, w, b, stride=p["stride"], padding=p["padding"],
                 output_padding=p["output_padding"], dilation=p["dilation"], groups=case.groups)
-        return lambda: reference_conv(x, w, b, stride=p["stride"], padding=p["padding"],
-                                      dilation=p["dilation"], groups=case.groups)
+        return lambda: oracle.conv(x, w, b, stride=p["stride"], padding=p["padding"],
+                                   dilation=p["dilation"], groups=case.groups)
 
 
 class TorchBackend(Backend):

@@ -1,4 +1,4 @@
-"""The benchmark cases of DESIGN.md section 5, as data, with their shapes and FLOP counts.
+"""The nine benchmark cases (T1-T7 transposed, C1-C2 conv), as data, with shapes and FLOP counts.
 
 Every case is float32, channels-first, PyTorch-style parameters (symmetric integer padding plus
 ``output_padding`` for transposed convolution). The FLOP count is ``2 * MACs`` where the MACs
@@ -153,7 +153,7 @@ class Case:
         }
 
 
-#: DESIGN.md section 5. Keep in sync with that table.
+#: The benchmark table (the cases README.md's results and tests/test_bench_smoke.py name).
 CASES: tuple[Case, ...] = (
     Case("T1", "conv_transpose", (8, 256, 16, 16), (256, 128, 4, 4), stride=2, padding=1),
     Case("T2", "conv_transpose", (1, 64, 128, 128), (64, 32, 2, 2), stride=2),

@@ -1,7 +1,7 @@
 """Command line of the benchmark: ``python -m bench [--cases T1,C1] [--quick] [--json PATH]``.
 
 Sets one thread budget (default 2) for numba, BLAS, PyTorch and onnxruntime, measures the
-machine's FP32 matmul peak, times the DESIGN.md section 5 cases on deconv_core and on every
+machine's FP32 matmul peak, times the cases of bench/cases.py on deconv_core and on every
 installed competitor, then measures each case's peak memory and the JIT start-up cost in
 subprocesses, prints a table and writes JSON (default ``bench/results/latest.json``).
 """

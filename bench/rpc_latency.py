@@ -5,7 +5,7 @@ waits for SERVING, then measures through ``deconv_client``:
 
 - the round trip of a 1x1x8x8 transposed conv (weight 1x1x4x4, stride 2, padding 1), p50 and p99
   over ``--calls`` calls;
-- case T1 of DESIGN.md section 5 remote (the client streams it in chunks) against
+- benchmark case T1 (:mod:`bench.cases`) remote (the client streams it in chunks) against
   ``deconv_core`` in this process, median of 5 after 2 warm-ups, checking the results are equal.
 """
 

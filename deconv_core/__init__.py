@@ -11,29 +11,39 @@ import os
 # an explicit OMP_WAIT_POLICY in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from deconv_core.api import DATA_FORMATS, WEIGHT_FORMATS, conv, conv_transpose
-from deconv_core.errors import (
-    DeconvError,
-    InvalidArgumentError,
-    ResourceLimitError,
-    UnsupportedDtypeError,
+from deconv_core.api import conv, conv_transpose
+from deconv_core.errors import DeconvError, InvalidArgumentError, UnsupportedDtypeError
+from deconv_core.plan import (
+    DATA_FORMATS,
+    DTYPES,
+    WEIGHT_FORMATS,
+    Plan,
+    execute,
+    plan_conv,
+    plan_conv_transpose,
 )
-from deconv_core.params import PADDING_MODES
 from deconv_core.runtime import runtime_info, set_num_threads, warmup
+from deconv_core.values import MAX_VALUE, PADDING_MODES, ExplicitPadding
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DATA_FORMATS",
+    "DTYPES",
+    "MAX_VALUE",
     "PADDING_MODES",
     "WEIGHT_FORMATS",
     "DeconvError",
+    "ExplicitPadding",
     "InvalidArgumentError",
-    "ResourceLimitError",
+    "Plan",
     "UnsupportedDtypeError",
     "__version__",
     "conv",
     "conv_transpose",
+    "execute",
+    "plan_conv",
+    "plan_conv_transpose",
     "runtime_info",
     "set_num_threads",
     "warmup",

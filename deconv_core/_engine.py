@@ -24,6 +24,7 @@ the output with three spatial axes. Routes:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -31,7 +32,7 @@ import numpy as np
 from deconv_core import _kernels, _threads
 from deconv_core.params import Geometry
 
-__all__ = ["ROUTES", "choose_route", "route_applies", "run"]
+__all__ = ["ROUTES", "choose_route", "route_applies", "run", "workspace_bytes"]
 
 #: Cap of the GEMM route's column buffer, in bytes. The buffer is also kept below half the bytes
 #: of input + weight + output, so the route's peak memory stays within 2x of its operands (a chunk
@@ -46,11 +47,66 @@ SMALL_MACS = 1 << 20
 PATCH_MIN_KERNEL_WIDTH = 8
 
 
-def _batch_chunk(per_image_elems: int, x: np.ndarray, w: np.ndarray, geom: Geometry) -> int:
+def _prod(values: tuple[int, ...]) -> int:
+    return math.prod(values)
+
+
+def _cols_per_image(geom: Geometry) -> int:
+    """Elements of one image's column buffer in the gemm and patch routes."""
+    return geom.c_out * _prod(geom.kernel) * _prod(geom.in_size)
+
+
+def _batch_chunk(geom: Geometry, itemsize: int) -> int:
     """Images per GEMM chunk: as many as fit the column budget (at least one)."""
-    io_elems = x.size + w.size + geom.batch * geom.c_out * int(np.prod(geom.out_size))
-    budget = min(COLS_BUDGET_BYTES, io_elems * x.itemsize // 2)
-    return max(1, min(geom.batch, budget // max(1, per_image_elems * x.itemsize)))
+    weight_elems = geom.c_in * geom.c_out_per_group * _prod(geom.kernel)
+    io_elems = (
+        geom.batch * geom.c_in * _prod(geom.in_size)
+        + weight_elems
+        + geom.batch * geom.c_out * _prod(geom.out_size)
+    )
+    budget = min(COLS_BUDGET_BYTES, io_elems * itemsize // 2)
+    return max(1, min(geom.batch, budget // max(1, _cols_per_image(geom) * itemsize)))
+
+
+def _tile_rows(geom: Geometry, itemsize: int) -> int:
+    """Output rows per tile of the tiled conv route (at least one)."""
+    rows = geom.out_size[0] * geom.out_size[1]
+    per_row = geom.c_in * _prod(geom.kernel) * geom.out_size[2] * itemsize
+    return max(1, min(rows, TILE_BYTES // per_row))
+
+
+def workspace_bytes(route: str, geom: Geometry, itemsize: int, threads: int) -> int:
+    """Scratch bytes ``route`` allocates beyond its inputs and its output (an upper bound).
+
+    Parameters
+    ----------
+    route : str
+        A key of ``ROUTES[geom.op]``.
+    geom : Geometry
+        The call; for ``flip`` the transposed geometry (the route builds its conv itself).
+    itemsize : int
+        Bytes per element of the compute dtype.
+    threads : int
+        Worker threads of the tiled route (each has its own tile buffer).
+
+    Returns
+    -------
+    int
+    """
+    if route == "direct":
+        return 0
+    if route in ("gemm", "patch"):
+        nb = _batch_chunk(geom, itemsize)
+        staged_input = nb * geom.c_in * _prod(geom.in_size)  # the chunk's input, regrouped
+        weight = geom.c_in * geom.c_out_per_group * _prod(geom.kernel)  # BLAS may stage it
+        return (nb * _cols_per_image(geom) + staged_input + weight) * itemsize
+    tile = (
+        geom.c_in * _prod(geom.kernel) * _tile_rows(geom, itemsize) * geom.out_size[2] * itemsize
+    )
+    scratch = max(1, threads) * tile
+    if route == "flip":  # plus the flipped copy of the weight
+        scratch += geom.c_in * geom.c_out_per_group * _prod(geom.kernel) * itemsize
+    return scratch
 
 
 def _direct(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
@@ -67,7 +123,7 @@ def _gemm_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geomet
     # (G, Cog*K, Cig): a transposed view, BLAS reads it without a copy.
     wt = w.reshape(G, Cig, Cog * K).transpose(0, 2, 1)
     y = np.empty((geom.batch, geom.c_out, *geom.out_size), dtype=x.dtype)
-    chunk = _batch_chunk(geom.c_out * K * N, x, w, geom)
+    chunk = _batch_chunk(geom, x.itemsize)
     for b0 in range(0, geom.batch, chunk):
         b1 = min(geom.batch, b0 + chunk)
         nb = b1 - b0
@@ -89,8 +145,7 @@ def _tiled_conv(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) 
     K = w.shape[2] * w.shape[3] * w.shape[4]
     O1, O2 = geom.out_size[1], geom.out_size[2]
     rows = geom.out_size[0] * O1
-    per_row = geom.c_in * K * O2 * x.itemsize
-    step = max(1, min(rows, TILE_BYTES // per_row))
+    step = _tile_rows(geom, x.itemsize)
     tiles = [
         (b, r0, min(rows, r0 + step)) for b in range(geom.batch) for r0 in range(0, rows, step)
     ]
@@ -140,7 +195,7 @@ def _patch_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geome
     N = int(np.prod(geom.in_size))
     wg = w.reshape(G, Cig, Cog * K)
     y = np.empty((geom.batch, geom.c_out, *geom.out_size), dtype=x.dtype)
-    chunk = _batch_chunk(geom.c_out * K * N, x, w, geom)
+    chunk = _batch_chunk(geom, x.itemsize)
     for b0 in range(0, geom.batch, chunk):
         b1 = min(geom.batch, b0 + chunk)
         nb = b1 - b0
@@ -169,7 +224,7 @@ def route_applies(route: str, geom: Geometry) -> bool:
 
 
 def choose_route(geom: Geometry) -> str:
-    """Pick the route for a geometry (thresholds measured on the DESIGN.md benchmark cases).
+    """Pick the route for a geometry (thresholds measured on the benchmark cases, bench/cases.py).
 
     Parameters
     ----------

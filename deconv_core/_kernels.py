@@ -1,7 +1,7 @@
 """Private Numba kernels. No validation here: ``deconv_core.params`` has checked everything.
 
 Every array is C-contiguous with three spatial axes (ranks 1 and 2 are padded with size-1 axes).
-Index rules (DESIGN.md section 2): conv output ``o`` reads input ``o*s + t*d - off``; transposed
+Index rules (docs/semantics.md): conv output ``o`` reads input ``o*s + t*d - off``; transposed
 conv input ``i`` scatters to output ``i*s + t*d - off``. Each ``prange`` iterates over work items
 that write disjoint parts of the output, so no two threads touch the same element.
 """
@@ -9,7 +9,6 @@ that write disjoint parts of the output, so no two threads touch the same elemen
 from __future__ import annotations
 
 import numba
-import numpy as np
 
 _JIT = {"parallel": True, "cache": True, "nogil": True, "error_model": "numpy"}
 
@@ -153,11 +152,6 @@ def transpose_direct(x, w, bias, y, groups, stride, dilation, offset):  # pragma
                                 srow = src[i0, i1]
                                 for i2 in range(lo2, hi2):
                                     row[i2 * s2 + base2] += wv * srow[i2]
-
-
-def zeros_bias(c_out: int, dtype: np.dtype) -> np.ndarray:
-    """A zero bias, so every kernel has one signature with or without a user bias."""
-    return np.zeros(c_out, dtype=dtype)
 
 
 @numba.njit(**_JIT)

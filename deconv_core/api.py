@@ -1,9 +1,9 @@
-"""Public entry points: :func:`conv` and :func:`conv_transpose` (DESIGN.md section 3).
+"""Public entry points :func:`conv` and :func:`conv_transpose`: plan, then execute.
 
-Each call checks dtypes and layouts, canonicalises its parameters once into a frozen
-:class:`~deconv_core.params.Geometry` (every rule checked before any allocation), brings the
-arrays to channels-first, torch-layout, three-spatial-axis, C-contiguous form, runs the route the
-dispatcher picks, and restores the caller's layout and dtype.
+Each call plans from its arrays' shapes and dtypes (:mod:`deconv_core.plan`: every rule checked
+and the parameters canonicalised once, before any allocation) and executes the plan, which brings
+the arrays to the kernels' form, runs the route the dispatcher picked and restores the caller's
+layout and dtype. docs/semantics.md states the rules.
 """
 
 from __future__ import annotations
@@ -13,106 +13,38 @@ from typing import Any
 
 import numpy as np
 
-from deconv_core import _engine
-from deconv_core.errors import InvalidArgumentError, UnsupportedDtypeError
-from deconv_core.params import Geometry, Layout, conv_geometry, transpose_geometry
+from deconv_core.errors import InvalidArgumentError
+from deconv_core.plan import DATA_FORMATS, WEIGHT_FORMATS, execute, plan_conv, plan_conv_transpose
 
 __all__ = ["DATA_FORMATS", "WEIGHT_FORMATS", "conv", "conv_transpose"]
-
-DATA_FORMATS = ("channels_first", "channels_last")
-WEIGHT_FORMATS = ("torch", "tf")
-_NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
-_WIDENED = {np.dtype(np.float16): np.dtype(np.float32)}
 
 IntOrSeq = int | Sequence[int]
 Padding = int | Sequence[int] | Sequence[tuple[int, int]] | str
 
 
 def _as_array(op: str, name: str, value: Any) -> np.ndarray:
+    """``value`` as an ndarray (no copy for arrays); the planner judges its dtype."""
     if isinstance(value, np.ndarray):
-        arr = value
-    else:
-        try:
-            arr = np.asarray(value)
-        except (TypeError, ValueError) as exc:
-            raise InvalidArgumentError(f"{op}: {name} is not an array: {exc}") from exc
-    if arr.dtype.kind == "f" and not arr.dtype.isnative:
-        arr = arr.astype(arr.dtype.newbyteorder("="))  # byte order only; same values
-    if arr.dtype not in _NATIVE and arr.dtype not in _WIDENED:
-        raise UnsupportedDtypeError(
-            f"{op}: {name} dtype {arr.dtype} is not supported; use float32 or float64 "
-            f"(float16 is computed in float32)"
-        )
-    return arr
+        return value
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"{op}: {name} is not an array: {exc}") from exc
 
 
-def _check_choice(op: str, name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise InvalidArgumentError(
-            f"{op}: {name}={value!r} must be one of {', '.join(map(repr, choices))}"
-        )
-    return value
-
-
-def _prepare(
-    op: str,
-    x: Any,
-    weight: Any,
-    bias: Any,
-    data_format: str,
-    weight_format: str,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.dtype]:
-    """Check dtypes and formats; return channels-first data, torch-layout weight (views)."""
-    _check_choice(op, "data_format", data_format, DATA_FORMATS)
-    _check_choice(op, "weight_format", weight_format, WEIGHT_FORMATS)
+def _arrays(op: str, x: Any, weight: Any, bias: Any) -> tuple[Any, ...]:
     xa = _as_array(op, "input", x)
     wa = _as_array(op, "weight", weight)
     ba = None if bias is None else _as_array(op, "bias", bias)
-    for name, arr in (("weight", wa), ("bias", ba)):
-        if arr is not None and arr.dtype != xa.dtype:
-            raise UnsupportedDtypeError(
-                f"{op}: {name} dtype {arr.dtype} must match the input dtype {xa.dtype}; "
-                f"cast one of them (mixed dtypes are not computed)"
-            )
-    if ba is not None and ba.ndim != 1:
-        raise InvalidArgumentError(
-            f"{op}: bias must be 1-D with one value per output channel, got shape {ba.shape}"
-        )
-    return xa, wa, ba, xa.dtype
-
-
-def _to_logical(xa: np.ndarray, wa: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
-    """Views of the (already validated) arrays as channels-first data, torch-layout weight."""
-    nd = xa.ndim
-    xl = xa.transpose(*(layout.x_axis(j, nd) for j in range(nd)))
-    wl = wa.transpose(*(layout.w_axis(j, nd) for j in range(nd)))
-    return xl, wl
-
-
-def _to_kernel(arr: np.ndarray, dtype: np.dtype, rank: int) -> np.ndarray:
-    """C-contiguous, writable, compute dtype, three spatial axes (one kernel type per dtype)."""
-    out = np.ascontiguousarray(arr, dtype=dtype)
-    if not out.flags.writeable:
-        out = out.copy()
-    return out.reshape(*out.shape[:2], *((1,) * (3 - rank)), *out.shape[2:])
-
-
-def _compute(
-    geom: Geometry,
-    xa: np.ndarray,
-    wa: np.ndarray,
-    ba: np.ndarray | None,
-    in_dtype: np.dtype,
-    data_format: str,
-) -> np.ndarray:
-    dtype = _WIDENED.get(in_dtype, in_dtype)
-    x3 = _to_kernel(xa, dtype, geom.rank)
-    w3 = _to_kernel(wa, dtype, geom.rank)
-    b = np.zeros(geom.c_out, dtype) if ba is None else np.array(ba, dtype=dtype)  # writable
-    y = _engine.run(x3, w3, b, geom).reshape(geom.output_shape)
-    if data_format == "channels_last":
-        y = np.ascontiguousarray(np.moveaxis(y, 1, -1))
-    return y.astype(in_dtype, copy=False)
+    shapes = dict(
+        input_shape=xa.shape,
+        weight_shape=wa.shape,
+        bias_shape=None if ba is None else ba.shape,
+        dtype=xa.dtype,
+        weight_dtype=wa.dtype,
+        bias_dtype=None if ba is None else ba.dtype,
+    )
+    return xa, wa, ba, shapes
 
 
 def conv(
@@ -157,22 +89,19 @@ def conv(
     InvalidArgumentError
         A parameter or shape breaks a rule (also a ValueError).
     UnsupportedDtypeError
-        Not float16/32/64, or mixed dtypes (also a TypeError).
+        Not float32/float64/float16/bfloat16, or mixed dtypes (also a TypeError).
     """
-    op = "conv"
-    xa, wa, ba, dtype = _prepare(op, x, weight, bias, data_format, weight_format)
-    layout = Layout(data_format, weight_format)
-    geom = conv_geometry(
-        xa.shape,
-        wa.shape,
-        None if ba is None else ba.shape,
+    xa, wa, ba, shapes = _arrays("conv", x, weight, bias)
+    plan = plan_conv(
+        **shapes,
         stride=stride,
         padding=padding,
         dilation=dilation,
         groups=groups,
-        layout=layout,
+        data_format=data_format,
+        weight_format=weight_format,
     )
-    return _compute(geom, *_to_logical(xa, wa, layout), ba, dtype, data_format)
+    return execute(plan, xa, wa, ba)
 
 
 def conv_transpose(
@@ -228,21 +157,18 @@ def conv_transpose(
     InvalidArgumentError
         A parameter or shape breaks a rule (also a ValueError).
     UnsupportedDtypeError
-        Not float16/32/64, or mixed dtypes (also a TypeError).
+        Not float32/float64/float16/bfloat16, or mixed dtypes (also a TypeError).
     """
-    op = "conv_transpose"
-    xa, wa, ba, dtype = _prepare(op, x, weight, bias, data_format, weight_format)
-    layout = Layout(data_format, weight_format)
-    geom = transpose_geometry(
-        xa.shape,
-        wa.shape,
-        None if ba is None else ba.shape,
+    xa, wa, ba, shapes = _arrays("conv_transpose", x, weight, bias)
+    plan = plan_conv_transpose(
+        **shapes,
         stride=stride,
         padding=padding,
         output_padding=output_padding,
         output_shape=output_shape,
         dilation=dilation,
         groups=groups,
-        layout=layout,
+        data_format=data_format,
+        weight_format=weight_format,
     )
-    return _compute(geom, *_to_logical(xa, wa, layout), ba, dtype, data_format)
+    return execute(plan, xa, wa, ba)

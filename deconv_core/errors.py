@@ -10,7 +10,6 @@ from __future__ import annotations
 __all__ = [
     "DeconvError",
     "InvalidArgumentError",
-    "ResourceLimitError",
     "UnsupportedDtypeError",
 ]
 
@@ -25,7 +24,3 @@ class InvalidArgumentError(DeconvError, ValueError):
 
 class UnsupportedDtypeError(DeconvError, TypeError):
     """An array has a dtype the core does not compute in, or dtypes are mixed."""
-
-
-class ResourceLimitError(DeconvError):
-    """A request would exceed a configured size limit (maps to RESOURCE_EXHAUSTED)."""

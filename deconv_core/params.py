@@ -1,10 +1,10 @@
 """Parameter canonicalisation: every user-facing form becomes one frozen geometry, once.
 
-The public functions in ``deconv_core.api`` call :func:`conv_geometry` or
-:func:`transpose_geometry` at the boundary. They check every rule of DESIGN.md section 2 (before
-any allocation) and return a :class:`Geometry` with per-axis tuples padded to three spatial axes,
-so the kernels handle ranks 1-3 with one code path. Error messages name the op, the parameter,
-the rule and the value.
+The planner (:mod:`deconv_core.plan`) calls :func:`conv_geometry` or :func:`transpose_geometry`
+once per call, from shapes alone. They check every rule of docs/semantics.md (before any
+allocation) and return a :class:`Geometry` with per-axis tuples padded to three spatial axes, so
+the kernels handle ranks 1-3 with one code path. Error messages name the op, the parameter, the
+rule and the value (a bounded preview of it).
 """
 
 from __future__ import annotations
@@ -17,6 +17,14 @@ from typing import Any
 from deconv_core import shapes
 from deconv_core.errors import InvalidArgumentError
 from deconv_core.layout import DEFAULT_LAYOUT, Layout
+from deconv_core.values import (
+    MAX_VALUE,
+    PADDING_MODES,
+    as_int,
+    canonical_padding,
+    per_axis,
+    preview,
+)
 
 __all__ = [
     "PADDING_MODES",
@@ -27,7 +35,6 @@ __all__ = [
     "transpose_geometry",
 ]
 
-PADDING_MODES = ("valid", "same", "same_lower")
 Triple = tuple[int, int, int]
 
 
@@ -79,91 +86,33 @@ class Geometry:
         return self.batch * n * k * self.c_out_per_group * self.c_in
 
 
-def _as_int(op: str, name: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise InvalidArgumentError(f"{op}: {name}={value!r} must be an integer, not a bool")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise InvalidArgumentError(
-            f"{op}: {name}={value!r} must be an integer (got {type(value).__name__})"
-        ) from None
-
-
-def per_axis(op: str, name: str, value: Any, rank: int, minimum: int) -> tuple[int, ...]:
-    """Expand an int or one int per spatial axis into a ``rank``-tuple, each ``>= minimum``.
-
-    Parameters
-    ----------
-    op, name : str
-        Operation and parameter names used in error messages.
-    value : int or sequence of int
-        The user's value.
-    rank : int
-        Number of spatial axes.
-    minimum : int
-        Smallest legal value of each entry.
-
-    Returns
-    -------
-    tuple of int
-        One value per spatial axis.
-    """
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        if len(value) != rank:
-            raise InvalidArgumentError(
-                f"{op}: {name} must be one int or a sequence of {rank} ints (one per spatial "
-                f"axis), "
-                f"got {len(value)}: {tuple(value)!r}"
-            )
-        values = tuple(_as_int(op, f"{name}[{i}]", v) for i, v in enumerate(value))
-        labels = [f"{name}[{i}]" for i in range(rank)]
-    else:
-        values = (_as_int(op, name, value),) * rank
-        labels = [name] * rank
-    for label, v in zip(labels, values, strict=True):
-        if v < minimum:
-            raise InvalidArgumentError(f"{op}: {label}={v} must be >= {minimum}")
-    return values
-
-
 def _pad3(values: Sequence[int], fill: int) -> Triple:
     padded = (fill,) * (3 - len(values)) + tuple(values)
     return (padded[0], padded[1], padded[2])
 
 
-def explicit_pads(op: str, padding: Any, rank: int) -> list[tuple[int, int]] | str:
-    """Normalise ``padding`` to a padding-mode string or one ``(before, after)`` pair per axis."""
-    if isinstance(padding, str):
-        mode = padding.lower()
-        if mode not in PADDING_MODES:
+def _shape(op: str, what: str, shape: Any) -> tuple[int, ...]:
+    """A caller's shape as a tuple of ints, its length checked before it is read."""
+    if not isinstance(shape, Sequence) or isinstance(shape, str | bytes):
+        raise InvalidArgumentError(
+            f"{op}: {what} shape {preview(shape)} must be a sequence of ints"
+        )
+    if len(shape) > 5:
+        raise InvalidArgumentError(
+            f"{op}: {what} must have 3, 4 or 5 dims (batch, channels, 1-3 spatial axes), got "
+            f"{len(shape)} dims with shape {preview(shape)}"
+        )
+    sizes = []
+    for axis, size in enumerate(shape):
+        if isinstance(size, bool):
+            size = None
+        try:
+            sizes.append(operator.index(size))
+        except TypeError:
             raise InvalidArgumentError(
-                f"{op}: padding={padding!r} is not a padding mode; use an int, per-axis ints, "
-                f"(before, after) pairs, or one of {', '.join(map(repr, PADDING_MODES))}"
-            )
-        return mode
-    if isinstance(padding, Sequence) and any(
-        isinstance(p, Sequence) and not isinstance(p, str) for p in padding
-    ):
-        if len(padding) != rank:
-            raise InvalidArgumentError(
-                f"{op}: padding must have one (before, after) pair per spatial axis ({rank}), "
-                f"got {len(padding)}: {tuple(padding)!r}"
-            )
-        pairs = []
-        for i, pair in enumerate(padding):
-            if not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2:
-                raise InvalidArgumentError(
-                    f"{op}: padding[{i}]={pair!r} must be a (before, after) pair of ints"
-                )
-            before = _as_int(op, f"padding[{i}][0]", pair[0])
-            after = _as_int(op, f"padding[{i}][1]", pair[1])
-            for side, v in ((0, before), (1, after)):
-                if v < 0:
-                    raise InvalidArgumentError(f"{op}: padding[{i}][{side}]={v} must be >= 0")
-            pairs.append((before, after))
-        return pairs
-    return [(p, p) for p in per_axis(op, "padding", padding, rank, 0)]
+                f"{op}: {what} shape {preview(shape)} must hold ints (axis {axis})"
+            ) from None
+    return tuple(sizes)
 
 
 @dataclass(frozen=True)
@@ -181,15 +130,20 @@ class _Common:
 
 def _common(
     op: str,
-    x_user: tuple[int, ...],
-    w_user: tuple[int, ...],
-    bias_shape: tuple[int, ...] | None,
+    x_given: Any,
+    w_given: Any,
+    b_given: Any,
     stride: Any,
     dilation: Any,
     groups: Any,
     layout: Layout,
 ) -> _Common:
-    """Check ranks, channels, groups and sizes shared by both ops, on the caller's shapes."""
+    """Check ranks, channels, groups and sizes shared by both ops, on the caller's shapes.
+
+    This is the one place a call's parameters are canonicalised (the planner calls it once).
+    """
+    x_user = _shape(op, "input", x_given)
+    w_user = _shape(op, "weight", w_given)
     nd = len(x_user)
     if nd not in (3, 4, 5):
         raise InvalidArgumentError(
@@ -201,19 +155,29 @@ def _common(
         raise InvalidArgumentError(
             f"{op}: weight must have {nd} dims like the input (rank {rank}), got shape {w_user}"
         )
+    bias_shape = None
+    if b_given is not None:
+        bias_shape = _shape(op, "bias", b_given)
+        if len(bias_shape) != 1:
+            raise InvalidArgumentError(
+                f"{op}: bias must be 1-D with one value per output channel, got shape "
+                f"{bias_shape}"
+            )
     for what, shape in (("input", x_user), ("weight", w_user)):
         for axis, size in enumerate(shape):
             if size < 1:
                 raise InvalidArgumentError(
                     f"{op}: {what} size {size} on axis {axis} must be >= 1 (shape {shape})"
                 )
+            if size > MAX_VALUE:
+                raise InvalidArgumentError(
+                    f"{op}: {what} size {size} on axis {axis} must be <= {MAX_VALUE}"
+                )
     x_shape = tuple(x_user[layout.x_axis(j, nd)] for j in range(nd))
     w_shape = tuple(w_user[layout.w_axis(j, nd)] for j in range(nd))
     w0, w1 = layout.w_axis(0, nd), layout.w_axis(1, nd)
     where = f"weight layout {layout.weight_layout(op)}, input shape {x_user}"
-    g = _as_int(op, "groups", groups)
-    if g < 1:
-        raise InvalidArgumentError(f"{op}: groups={g} must be >= 1")
+    g = as_int(op, "groups", groups, 1)
     batch, c_in = x_shape[0], x_shape[1]
     if c_in % g:
         raise InvalidArgumentError(f"{op}: groups={g} must divide input channels C_in={c_in}")
@@ -255,6 +219,10 @@ def _common(
 
 def _geometry(op: str, c: _Common, offset: Sequence[int], out: Sequence[int]) -> Geometry:
     for i, size in enumerate(out):
+        if size > MAX_VALUE:
+            raise InvalidArgumentError(
+                f"{op}: output size {size} on spatial axis {i} must be <= {MAX_VALUE}"
+            )
         if size < 1:
             raise InvalidArgumentError(
                 f"{op}: output size {size} on spatial axis {i} must be >= 1 (input size "
@@ -297,7 +265,7 @@ def conv_geometry(
     """
     op = "conv"
     c = _common(op, x_shape, w_shape, bias_shape, stride, dilation, groups, layout)
-    pads = explicit_pads(op, padding, c.rank)
+    pads = canonical_padding(op, padding, c.rank)
     if isinstance(pads, str):
         if pads == "valid":
             pairs = [(0, 0)] * c.rank
@@ -387,20 +355,20 @@ def transpose_geometry(
     """
     op = "conv_transpose"
     c = _common(op, x_shape, w_shape, bias_shape, stride, dilation, groups, layout)
-    pads = explicit_pads(op, padding, c.rank)
+    pads = canonical_padding(op, padding, c.rank)
     op_pad = per_axis(op, "output_padding", output_padding, c.rank, 0)
     if output_shape is not None:
         if any(op_pad):
             raise InvalidArgumentError(
-                f"{op}: give output_padding={output_padding!r} or output_shape="
-                f"{output_shape!r}, not both (output_shape fixes the output size)"
+                f"{op}: give output_padding={preview(output_padding)} or output_shape="
+                f"{preview(output_shape)}, not both (output_shape fixes the output size)"
             )
         out_req: list[int | None] = list(per_axis(op, "output_shape", output_shape, c.rank, 1))
     else:
         out_req = [None] * c.rank
         if isinstance(pads, str) and any(op_pad):
             raise InvalidArgumentError(
-                f"{op}: output_padding={output_padding!r} cannot be combined with "
+                f"{op}: output_padding={preview(output_padding)} cannot be combined with "
                 f"padding={pads!r}; pass output_shape to choose the output size"
             )
     axes = [

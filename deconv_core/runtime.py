@@ -9,7 +9,7 @@ import numba
 import numpy as np
 
 from deconv_core import _engine
-from deconv_core.params import conv_geometry, transpose_geometry
+from deconv_core.plan import execute, plan_conv, plan_conv_transpose
 
 __all__ = ["runtime_info", "set_num_threads", "warmup"]
 
@@ -19,6 +19,9 @@ _WARM_DTYPES = (np.float32, np.float64)
 def warmup() -> float:
     """Compile (or load from Numba's cache) every kernel for float32 and float64.
 
+    Every route of each op runs once on a tiny plan, through the same :func:`execute` path as a
+    real call.
+
     Returns
     -------
     float
@@ -26,26 +29,18 @@ def warmup() -> float:
     """
     start = time.perf_counter()
     for dtype in _WARM_DTYPES:
-        x = np.ones((1, 2, 1, 3, 3), dtype)
-        w = np.ones((2, 2, 1, 2, 2), dtype)
+        x = np.ones((1, 2, 3, 3), dtype)
+        w = np.ones((2, 2, 2, 2), dtype)
         b = np.zeros(2, dtype)
-        shapes = dict(x_shape=x.shape, w_shape=w.shape, bias_shape=b.shape)
-        geoms = {
-            "conv": conv_geometry(**shapes, stride=1, padding=(0, 1, 1), dilation=1, groups=1),
-            "conv_transpose": transpose_geometry(
-                **shapes,
-                stride=2,
-                padding=(0, 1, 1),
-                output_padding=0,
-                output_shape=None,
-                dilation=1,
-                groups=1,
-            ),
-        }
-        for op, routes in _engine.ROUTES.items():
-            for route in routes:
-                if _engine.route_applies(route, geoms[op]):
-                    _engine.run(x, w, b, geoms[op], route)
+        shapes = dict(input_shape=x.shape, weight_shape=w.shape, bias_shape=b.shape, dtype=dtype)
+        plans = (
+            plan_conv(**shapes, padding=1),
+            plan_conv_transpose(**shapes, stride=2, padding=1),
+        )
+        for plan in plans:
+            for route in _engine.ROUTES[plan.op]:
+                if _engine.route_applies(route, plan.geometry):
+                    execute(plan.with_route(route), x, w, b)
     return time.perf_counter() - start
 
 

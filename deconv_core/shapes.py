@@ -1,7 +1,7 @@
 """Pure shape maths for convolution and transposed convolution, one spatial axis at a time.
 
 Nothing here validates: callers (``deconv_core.params``) check the rules and raise. Notation of
-DESIGN.md section 2: ``k`` kernel size, ``s`` stride, ``d`` dilation, ``ek = d*(k-1)+1`` the
+docs/semantics.md: ``k`` kernel size, ``s`` stride, ``d`` dilation, ``ek = d*(k-1)+1`` the
 effective kernel extent, ``n`` input size.
 """
 

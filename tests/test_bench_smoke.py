@@ -1,6 +1,7 @@
 """Smoke test of the benchmark harness (bench/): runs in-process on tiny made-up cases, with
-deconv_core alone (no torch, no onnxruntime), and checks the numpy oracle, the FLOP counts, the
-error column (including that it catches a wrong result), the table and the JSON file."""
+deconv_core alone (no torch, no onnxruntime), and checks the numpy oracle the harness uses (the
+core tests' ``tests/core/oracle.py``), the FLOP counts, the error column (including that it
+catches a wrong result), the table and the JSON file."""
 
 from __future__ import annotations
 
@@ -12,14 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not an installed package
+# bench/ is not an installed package, and bench imports the oracle as tests.core.oracle
+# (tests/ has no __init__.py: a namespace package found from the repository root).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.backends import Backend, DeconvBackend, ReferenceBackend
 from bench.cases import CASES, Case, make_inputs, select_cases
 from bench.memory import hwm_reset_supported, peak_rss_delta_mib
-from bench.reference import reference_conv, reference_conv_transpose
 from bench.report import format_report, write_json
 from bench.runner import geomean, is_slow, run_benchmark
+from tests.core import oracle
 
 TINY = (
     Case("X1", "conv_transpose", (2, 4, 5, 6), (4, 3, 3, 2), stride=(2, 3), padding=1,
@@ -38,28 +41,34 @@ class OffByBias(Backend):
         return lambda: good() + np.float32(0.5)
 
 
-def test_reference_matches_design_worked_example():
-    # DESIGN.md section 2: x=[1,2,3], w=[1,10,100], s=2, PyTorch padding=1, output_padding=1.
+def test_reference_backend_on_the_worked_example():
+    # docs/semantics.md, "Worked example": x=[1,2,3], w=[1,10,100], s=2; the full result is
+    # [1,10,102,20,203,30,300]. PyTorch padding=1, output_padding=1 crops one pixel in front; the
+    # bias is added to every element afterwards. Run through a Case, as the harness does.
     x = np.array([[[1.0, 2.0, 3.0]]])
     w = np.array([[[1.0, 10.0, 100.0]]])
-    y = reference_conv_transpose(x, w, stride=2, padding=1, output_padding=1)
+    port = Case("W1", "conv_transpose", (1, 1, 3), (1, 1, 3), stride=2, padding=1,
+                output_padding=1)
+    y = ReferenceBackend().prepare(port, x, w, None)()
     np.testing.assert_array_equal(y[0, 0], [10, 102, 20, 203, 30, 300])
-    y = reference_conv_transpose(x, w, np.array([5.0]), stride=2)
+    full = Case("W2", "conv_transpose", (1, 1, 3), (1, 1, 3), stride=2)
+    y = ReferenceBackend().prepare(full, x, w, np.array([5.0]))()
     np.testing.assert_array_equal(y[0, 0], np.array([1, 10, 102, 20, 203, 30, 300]) + 5)
+    assert y.shape == full.output_shape
 
 
 @pytest.mark.parametrize("rank", [1, 2, 3])
 def test_reference_pair_is_adjoint(rank):
-    # <conv(y), x> == <y, conv_transpose(x)> with op = (n + 2p - ek) mod s (DESIGN.md section 2).
+    # <conv(y), x> == <y, conv_transpose(x)> with op = (n + 2p - ek) mod s (docs/semantics.md,
+    # "Adjoint identity").
     rng = np.random.default_rng(rank)
     n, k, s, p, d, g = (7, 6, 5)[:rank], (3, 2, 2)[:rank], (2, 3, 1)[:rank], 1, (1, 2, 1)[:rank], 2
     op = tuple((n[a] + 2 * p - d[a] * (k[a] - 1) - 1) % s[a] for a in range(rank))
     w = rng.standard_normal((4, 3, *k))  # conv: C_out=4, C_in/g=3; transposed: C_in=4, C_out/g=3
     y = rng.standard_normal((2, 6, *n))
-    cy = reference_conv(y, w, stride=s, padding=p, dilation=d, groups=g)
+    cy = oracle.conv(y, w, stride=s, padding=p, dilation=d, groups=g)
     x = rng.standard_normal(cy.shape)
-    tx = reference_conv_transpose(x, w, stride=s, padding=p, output_padding=op, dilation=d,
-                                  groups=g)
+    tx = oracle.conv_transpose(x, w, stride=s, padding=p, output_padding=op, dilation=d, groups=g)
     assert tx.shape == y.shape
     assert math.isclose(np.vdot(cy, x), np.vdot(y, tx), rel_tol=1e-10)
 

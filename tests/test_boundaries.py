@@ -1,4 +1,11 @@
-"""Import boundaries of DESIGN.md section 1, checked on sys.modules in fresh interpreters."""
+"""Import boundaries between the packages, checked on sys.modules in fresh interpreters.
+
+deconv_core (numpy + numba) never loads gRPC or protobuf; the shared stubs + codec (package
+``deconv``) and the client never load numba or the core; the server never loads the client; the
+container health probe stays light. No installed package loads the test or benchmark code
+(``tests``, ``bench``: the shared numpy oracle lives in tests/core/oracle.py). The bare install
+(no extra) is the client only.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,9 @@ import subprocess
 import sys
 
 import pytest
+
+#: Repository-only code (test oracle, benchmark) that no installed package may load.
+REPO_ONLY = ["tests", "bench"]
 
 CASES = {
     # package imports (all its public modules) -> module prefixes it must never load
@@ -45,6 +55,7 @@ def _loaded(modules: list[str]) -> set[str]:
 @pytest.mark.parametrize("name", list(CASES))
 def test_import_boundary(name: str) -> None:
     imports, forbidden = CASES[name]
+    forbidden = [*forbidden, *REPO_ONLY]
     loaded = _loaded(imports)
     assert set(imports) <= loaded
     bad = sorted(m for m in loaded for f in forbidden if m == f or m.startswith(f + "."))

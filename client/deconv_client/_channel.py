@@ -1,4 +1,4 @@
-"""Channel options shared by :class:`~deconv_client.Client` and :class:`~deconv_client.AsyncClient`.
+"""Channel options and credentials of :class:`~deconv_client.Client` and its asyncio twin.
 
 The service config always carries a retry policy for the ``deconv.v1.Deconv`` methods (retry
 UNAVAILABLE with exponential backoff, at most 5 attempts): the compute RPCs are pure functions,
@@ -18,25 +18,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
+from deconv.wire import SERVICE_NAME, PemSource, read_pem
 
 __all__ = [
-    "DEFAULT_MAX_MESSAGE_BYTES",
-    "SERVICE",
-    "PemSource",
     "channel_credentials",
     "channel_options",
     "channel_setup",
     "default_load_balancing",
-    "read_pem",
     "resolve_token",
 ]
 
-#: A PEM given as its bytes, or as a path (str or os.PathLike) to a file holding it.
-PemSource = bytes | str | os.PathLike[str]
-
-#: Default send/receive cap, matching the server's default.
-DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-SERVICE = "deconv.v1.Deconv"
 #: HTTP/2 SETTINGS_MAX_FRAME_SIZE we accept (the protocol's maximum).
 MAX_FRAME_SIZE = (1 << 24) - 1
 _POLICIES = ("round_robin", "pick_first")
@@ -70,7 +61,8 @@ def service_config(load_balancing: str, retry: bool) -> dict[str, Any]:
     """The channel's service config (load balancing plus the Deconv retry policy)."""
     config: dict[str, Any] = {"loadBalancingConfig": [{load_balancing: {}}]}
     if retry:
-        config["methodConfig"] = [{"name": [{"service": SERVICE}], "retryPolicy": RETRY_POLICY}]
+        method = {"name": [{"service": SERVICE_NAME}], "retryPolicy": RETRY_POLICY}
+        config["methodConfig"] = [method]
     return config
 
 
@@ -116,29 +108,6 @@ def channel_options(
         ("grpc.keepalive_timeout_ms", 10_000),
         *options,
     ]
-
-
-def read_pem(source: PemSource, what: str) -> bytes:
-    """PEM bytes from bytes as given, PEM text, or a path to a PEM file.
-
-    Raises
-    ------
-    ValueError
-        The file cannot be read or holds no PEM block.
-    """
-    if isinstance(source, bytes | bytearray):
-        data = bytes(source)
-    elif isinstance(source, str) and source.lstrip().startswith("-----BEGIN "):
-        data = source.encode()
-    else:
-        try:
-            with open(source, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise ValueError(f"cannot read {what} {source}: {exc}") from None
-    if b"-----BEGIN " not in data:
-        raise ValueError(f"{what} is not PEM data")
-    return data
 
 
 def channel_credentials(

@@ -5,12 +5,11 @@ the wire cannot express (a dtype that cannot travel, ``groups=0`` which the wire
 a one-element list that the wire would read as "every axis") and leaves every other rule to the
 server, so errors read the same whether they come from the core or through the service. A
 :class:`Prepared` call keeps the request's metadata and the tensor bytes apart until the client
-picks the unary RPC or, for tensors above the message size limit, the chunked one.
+picks the unary RPC or, for large tensors or results, the chunked one.
 """
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import numpy as np
 from deconv import codec
 from deconv.v1 import deconv_pb2 as pb
 
+from deconv_client._shapes import result_nbytes
 from deconv_client.errors import DataLossError, InvalidArgumentError
 
 __all__ = ["OutputAssembler", "Prepared", "build_request", "decode_output"]
@@ -128,15 +128,16 @@ class Prepared:
         The result comes back in it.
     payloads : list of (str, ndarray)
         ("input" | "weight" | "bias", little-endian C-contiguous wire array), in stream order.
-    output_estimate : int
-        Rough size of the result in bytes (0 = unknown); it only steers the transport.
+    output_nbytes : int or None
+        Size of the result's data in bytes, from the shapes (None = unknown); it steers the
+        transport: a result too large for one message must come over the chunked RPC.
     """
 
     op: str
     request: Any
     input_dtype: np.dtype
     payloads: list[tuple[str, np.ndarray]]
-    output_estimate: int = 0
+    output_nbytes: int | None = None
 
     @property
     def nbytes(self) -> int:
@@ -212,33 +213,8 @@ def build_request(
             request.output_shape.extend(
                 _int(op, f"output_shape[{i}]", v) for i, v in enumerate(items)
             )
-    return Prepared(op, request, xa.dtype, payloads, _output_estimate(request, payloads))
-
-
-def _output_estimate(request: Any, payloads: list[tuple[str, np.ndarray]]) -> int:
-    """Approximate result bytes from the shapes (0 when the ranks are off: the server says why)."""
-    x, w = payloads[0][1], payloads[1][1]
-    if x.ndim not in (3, 4, 5) or w.ndim != x.ndim:
-        return 0
-    rank = x.ndim - 2
-    last = request.data_format == pb.DATA_FORMAT_CHANNELS_LAST
-    spatial = x.shape[1:-1] if last else x.shape[2:]
-    tf = request.weight_format == pb.WEIGHT_FORMAT_TF
-    kernel = w.shape[:-2] if tf else w.shape[2:]
-    strides = list(request.stride) * rank if len(request.stride) == 1 else list(request.stride)
-    if len(strides) != rank:
-        return 0
-    if isinstance(request, pb.ConvRequest):
-        c_out = w.shape[-1] if tf else w.shape[0]
-        out = [-(-n // max(s, 1)) for n, s in zip(spatial, strides, strict=True)]
-    else:
-        c_out = (w.shape[-2] if tf else w.shape[1]) * max(request.groups, 1)
-        if len(request.output_shape) == rank:
-            out = list(request.output_shape)
-        else:
-            out = [(n - 1) * s + k for n, s, k in zip(spatial, strides, kernel, strict=True)]
-    count = x.shape[0] * c_out * math.prod(max(o, 0) for o in out)
-    return count * x.itemsize
+    output_nbytes = result_nbytes(request, payloads[0][1].itemsize)
+    return Prepared(op, request, xa.dtype, payloads, output_nbytes)
 
 
 def decode_output(tensor: pb.Tensor, input_dtype: np.dtype, data: Any = None) -> np.ndarray:

@@ -25,8 +25,9 @@ class ServerInfo:
         e.g. ("float32", "float64", "float16", "bfloat16").
     ranks : tuple of int
     limits : dict
-        max_message_bytes, max_tensor_elements, max_output_elements, max_queue, workers,
-        max_flops_per_request, max_inflight_bytes.
+        Every field of the ``Limits`` message by name: max_message_bytes, max_tensor_elements,
+        max_output_elements, workers, max_flops_per_request, max_inflight_bytes,
+        max_workspace_bytes.
     numba_version, threading_layer : str
     threads : int
     runtime : dict of str to str
@@ -61,15 +62,7 @@ def server_info(response: pb.GetServerInfoResponse) -> ServerInfo:
         version=response.version,
         dtypes=tuple(_dtype_label(d) for d in response.dtypes),
         ranks=tuple(int(r) for r in response.ranks),
-        limits={
-            "max_message_bytes": lim.max_message_bytes,
-            "max_tensor_elements": lim.max_tensor_elements,
-            "max_output_elements": lim.max_output_elements,
-            "max_queue": lim.max_queue,
-            "workers": lim.workers,
-            "max_flops_per_request": lim.max_flops_per_request,
-            "max_inflight_bytes": lim.max_inflight_bytes,
-        },
+        limits={field.name: getattr(lim, field.name) for field in lim.DESCRIPTOR.fields},
         numba_version=response.numba_version,
         threading_layer=response.threading_layer,
         threads=response.threads,

@@ -1,14 +1,18 @@
 """Typed client errors, one class per gRPC status code.
 
 Every failed call raises a :class:`DeconvClientError` subclass chosen by the status code, with
-the server's message as ``str(err)``, the code as ``err.code`` and the original
-``grpc.RpcError`` as ``__cause__``. Builtin bases make plain ``except`` clauses work:
-INVALID_ARGUMENT is also a :class:`ValueError`, DEADLINE_EXCEEDED a :class:`TimeoutError`,
-UNAVAILABLE a :class:`ConnectionError`. Arguments the client can reject before sending (a dtype
-that cannot travel, an unknown padding mode) raise :class:`InvalidArgumentError` too.
+the server's message as ``str(err)``, the code as ``err.code``, the call's trailing metadata as
+``err.trailing_metadata`` and the original ``grpc.RpcError`` as ``__cause__``. Builtin bases make
+plain ``except`` clauses work: INVALID_ARGUMENT is also a :class:`ValueError`, DEADLINE_EXCEEDED
+a :class:`TimeoutError`, UNAVAILABLE a :class:`ConnectionError`. Arguments the client can reject
+before sending (a dtype that cannot travel, an unknown padding mode) raise
+:class:`InvalidArgumentError` too.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
 
 import grpc
 
@@ -36,6 +40,10 @@ __all__ = [
 ]
 
 
+#: Trailing metadata of a failed call: (key, value) pairs; values of "-bin" keys are bytes.
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+
 class DeconvClientError(Exception):
     """Base class of every error the client raises.
 
@@ -45,15 +53,31 @@ class DeconvClientError(Exception):
         The server's status message (or the client's own, for local checks).
     code : grpc.StatusCode
         The status code.
+    trailing_metadata : sequence of (str, str or bytes)
+        The call's trailing metadata, as (key, value) pairs (empty for local checks).
+
+    Attributes
+    ----------
+    message : str
+    code : grpc.StatusCode
+    trailing_metadata : tuple of (str, str or bytes)
+        Machine-readable signals of the server, e.g. the request id or the chunked-retry key of
+        :mod:`deconv.wire`; decide on these, never on the message text.
     """
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
 
-    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        code: grpc.StatusCode | None = None,
+        trailing_metadata: Iterable[tuple[str, str | bytes]] = (),
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        self.trailing_metadata: Metadata = tuple((k, v) for k, v in trailing_metadata)
 
     def __str__(self) -> str:
         return self.message
@@ -196,10 +220,12 @@ def from_rpc_error(error: grpc.RpcError) -> DeconvClientError:
     -------
     DeconvClientError
     """
-    code_fn = getattr(error, "code", None)
-    details_fn = getattr(error, "details", None)
-    code = code_fn() if callable(code_fn) else grpc.StatusCode.UNKNOWN
-    message = details_fn() if callable(details_fn) else None
-    if code is None:
-        code = grpc.StatusCode.UNKNOWN
-    return error_class(code)(message or f"call failed with {code.name}", code)
+    code = _ask(error, "code") or grpc.StatusCode.UNKNOWN
+    message = _ask(error, "details") or f"call failed with {code.name}"
+    return error_class(code)(message, code, _ask(error, "trailing_metadata") or ())
+
+
+def _ask(error: grpc.RpcError, name: str) -> Any:
+    """``error.name()``, or None when the error has no such method (a bare grpc.RpcError)."""
+    method = getattr(error, name, None)
+    return method() if callable(method) else None

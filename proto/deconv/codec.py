@@ -1,4 +1,4 @@
-"""numpy <-> ``deconv.v1.Tensor`` codec (DESIGN.md section 4).
+"""numpy <-> ``deconv.v1.Tensor`` codec (docs/semantics.md, section "Wire tensors").
 
 A Tensor is ``{dtype, shape, data}`` with ``data`` little-endian, C order, no padding. Decoding
 checks the dtype, the shape (ndim, non-negative extents, element-count limit) and

@@ -1,13 +1,21 @@
 """deconv_server: the gRPC service ``deconv.v1.Deconv`` around the deconv_core compute core.
 
-Modules: :mod:`~deconv_server.config` (settings), :mod:`~deconv_server.convert` (request ->
-core call), :mod:`~deconv_server.servicer` (the RPCs), :mod:`~deconv_server.status` (exception ->
-status code), :mod:`~deconv_server.app` (server assembly, health, reflection, signals),
-:mod:`~deconv_server.cli` (``deconv-server``), :mod:`~deconv_server.healthcheck` (container probe),
-:mod:`~deconv_server.chunked` (streamed tensors), :mod:`~deconv_server.tls` (TLS and mTLS
-credentials), :mod:`~deconv_server.observe` (request ids, access log, per-RPC metrics),
-:mod:`~deconv_server.metrics` (Prometheus registry and HTTP endpoint),
-:mod:`~deconv_server.logging_setup` (JSON or text logs).
+Modules:
+
+- :mod:`~deconv_server.config` (settings) and :mod:`~deconv_server.cli` (``deconv-server``);
+- :mod:`~deconv_server.convert` (request -> the core's plan, limits, decoding),
+  :mod:`~deconv_server.chunked` (streamed tensors), :mod:`~deconv_server.servicer` (the RPCs);
+- :mod:`~deconv_server.errors` (the server's own exceptions), :mod:`~deconv_server.status`
+  (exception -> status code and trailing metadata), :mod:`~deconv_server.budget` (in-flight
+  byte budget);
+- :mod:`~deconv_server.app` (server assembly, health, warmup, signals),
+  :mod:`~deconv_server.interceptors` (drain gate and token auth),
+  :mod:`~deconv_server.reflection` (server reflection v1 and v1alpha),
+  :mod:`~deconv_server.tls` (TLS and mTLS credentials), :mod:`~deconv_server.healthcheck`
+  (container probe);
+- :mod:`~deconv_server.observe` (request ids, access log, per-RPC metrics),
+  :mod:`~deconv_server.metrics` (Prometheus registry and HTTP endpoint),
+  :mod:`~deconv_server.logging_setup` (JSON or text logs).
 
 ``import deconv_server`` is cheap; :func:`create_server` and :func:`serve` load the core on use.
 """

@@ -7,16 +7,16 @@ flips from NOT_SERVING to SERVING when they are done. :func:`serve` is the block
 SIGTERM/SIGINT reports NOT_SERVING, stops taking RPCs (new ones get UNAVAILABLE) and lets
 in-flight RPCs finish within the grace period.
 
+Reflection answers as ``grpc.reflection.v1`` and ``v1alpha`` (:mod:`deconv_server.reflection`).
 Operations: TLS or mutual TLS when ``tls_cert``/``tls_key`` (and ``tls_client_ca``) are set
-(:mod:`deconv_server.tls`); bearer-token auth from ``auth_token`` or ``auth_token_file``;
-request ids, JSON access logs and Prometheus metrics for every RPC
-(:mod:`deconv_server.observe`, :mod:`deconv_server.metrics`); connection age and keepalive as
-gRPC server options so clients move to new replicas.
+(:mod:`deconv_server.tls`); bearer-token auth from ``auth_token`` or ``auth_token_file`` and the
+drain gate (:mod:`deconv_server.interceptors`); request ids, JSON access logs and Prometheus
+metrics for every RPC (:mod:`deconv_server.observe`, :mod:`deconv_server.metrics`); connection
+age and keepalive as gRPC server options so clients move to new replicas.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import signal
 import threading
@@ -26,15 +26,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from deconv.v1 import deconv_pb2 as pb
+from deconv.wire import SERVICE_NAME
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 import deconv_core
 from deconv_server.config import ServerConfig, format_host
+from deconv_server.interceptors import DrainGate, TokenAuth
 from deconv_server.logging_setup import configure_logging
 from deconv_server.metrics import MeteredLock, Metrics
 from deconv_server.observe import ObservabilityInterceptor
+from deconv_server.reflection import enable_reflection
 from deconv_server.servicer import CORE_LOCK, DeconvServicer, add_to_server
 from deconv_server.tls import server_credentials
 
@@ -50,8 +51,6 @@ __all__ = [
 
 _log = logging.getLogger("deconv_server")
 
-#: Full name of the service, as health and reflection report it.
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Deconv"].full_name
 #: Threads beyond ``config.workers`` so health, info and reflection answer under full load.
 _SPARE_THREADS = 4
 #: Shortest time the drain answers UNAVAILABLE before stopping gRPC (see ServerHandle.drain).
@@ -86,7 +85,7 @@ class ServerHandle:
     warm: threading.Event
     metrics: Metrics | None = None
     metrics_port: int | None = None
-    gate: _DrainGate | None = field(default=None, repr=False)
+    gate: DrainGate | None = field(default=None, repr=False)
     _warmup_thread: threading.Thread | None = field(default=None, repr=False)
 
     @property
@@ -144,75 +143,6 @@ class ServerHandle:
         while self.servicer.in_flight > 0 and time.monotonic() < deadline:
             time.sleep(0.005)
         return self.stop(max(0.0, deadline - time.monotonic()))
-
-
-class _DrainGate(grpc.ServerInterceptor):
-    """Once closed, answer every new Deconv RPC UNAVAILABLE (health and reflection stay open)."""
-
-    def __init__(self) -> None:
-        self._closed = threading.Event()
-
-    def close(self) -> None:
-        """Start refusing new Deconv RPCs."""
-        self._closed.set()
-
-    @staticmethod
-    def _reject(request: Any, context: grpc.ServicerContext) -> None:
-        context.abort(grpc.StatusCode.UNAVAILABLE, "server shutting down: retry on another replica")
-
-    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        handler = continuation(handler_call_details)
-        if (
-            handler is None
-            or not self._closed.is_set()
-            or not handler_call_details.method.startswith(f"/{SERVICE_NAME}/")
-        ):
-            return handler
-        return _rejecting(handler, self._reject)
-
-
-def _rejecting(handler: Any, reject: Any) -> Any:
-    """A handler of the same streaming kind as ``handler`` that runs ``reject``."""
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(reject)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(reject)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(reject)
-    return grpc.unary_unary_rpc_method_handler(reject)
-
-
-class _TokenAuth(grpc.ServerInterceptor):
-    """Require ``authorization: Bearer <token>`` on Deconv RPCs (health/reflection stay open)."""
-
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()  # compared in constant time
-
-    @staticmethod
-    def _reject(request: Any, context: grpc.ServicerContext) -> None:
-        context.abort(
-            grpc.StatusCode.UNAUTHENTICATED,
-            "missing or wrong credentials: send metadata 'authorization: Bearer <token>'",
-        )
-
-    def _authorized(self, metadata: Any) -> bool:
-        for key, value in metadata or ():
-            if key == "authorization":
-                given = value if isinstance(value, bytes) else str(value).encode()
-                if hmac.compare_digest(given, self._expected):
-                    return True
-        return False
-
-    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        handler = continuation(handler_call_details)
-        if (
-            handler is None
-            or not handler_call_details.method.startswith(f"/{SERVICE_NAME}/")
-            or self._authorized(handler_call_details.invocation_metadata)
-        ):
-            return handler
-        # A rejecting handler of the same streaming kind, so the call fails cleanly.
-        return _rejecting(handler, self._reject)
 
 
 def _set_health(servicer: health.HealthServicer, status: int) -> None:
@@ -284,10 +214,10 @@ def start_server(config: ServerConfig) -> ServerHandle:
     token = config.token()
     metrics = Metrics() if config.metrics_port else None
     observer = ObservabilityInterceptor(metrics, SERVICE_NAME)
-    gate = _DrainGate()
+    gate = DrainGate()
     interceptors: list[grpc.ServerInterceptor] = [observer, gate]
     if token:
-        interceptors.append(_TokenAuth(token))
+        interceptors.append(TokenAuth(token))
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=config.workers + _SPARE_THREADS, thread_name_prefix="deconv-rpc"
@@ -302,9 +232,7 @@ def start_server(config: ServerConfig) -> ServerHandle:
     health_servicer = health.HealthServicer()
     _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)  # v1 and v1alpha
     try:
         if credentials is not None:
             port = server.add_secure_port(config.address, credentials)

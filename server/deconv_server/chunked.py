@@ -16,7 +16,7 @@ from deconv import codec
 from deconv.v1 import deconv_pb2 as pb
 
 from deconv_server.config import ServerConfig
-from deconv_server.convert import CoreCall, Plan, decode_plan, plan_request, require_parsed
+from deconv_server.convert import RequestPlan, decode_plan, plan_request, require_parsed
 from deconv_server.errors import RequestError
 
 __all__ = ["output_chunks", "receive_call"]
@@ -26,8 +26,8 @@ def receive_call(
     op: str,
     messages: Iterable[Any],
     config: ServerConfig,
-    reserve: Callable[[Plan], None] | None = None,
-) -> tuple[CoreCall, int]:
+    reserve: Callable[[RequestPlan], None] | None = None,
+) -> tuple[RequestPlan, tuple[Any, ...], int]:
     """Read a whole chunked request and decode it.
 
     Parameters
@@ -41,8 +41,9 @@ def receive_call(
 
     Returns
     -------
-    (CoreCall, int)
-        The call, and the data bytes per response message the caller asked for (0 = default).
+    (RequestPlan, arrays, int)
+        The plan, its decoded (input, weight, bias) arrays, and the data bytes per response
+        message the caller asked for (0 = default).
 
     Raises
     ------
@@ -86,7 +87,7 @@ def receive_call(
             f"{op}: the stream ended after {received} of the {total} bytes its pending tensors "
             f"({', '.join(pending)}) need"
         )
-    return decode_plan(plan, buffers), max(0, int(first.response_chunk_bytes))
+    return plan, decode_plan(plan, buffers), max(0, int(first.response_chunk_bytes))
 
 
 def output_chunks(

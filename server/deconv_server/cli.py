@@ -4,100 +4,89 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from deconv_server import __version__
-from deconv_server.config import ENV_VARS, ConfigError, ServerConfig
+from deconv_server.config import (
+    ENV_VARS,
+    SETTINGS,
+    ConfigError,
+    Kind,
+    ServerConfig,
+    Setting,
+    format_default,
+)
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "flag", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Argument parser of ``deconv-server``; every flag defaults to its DECONV_* variable."""
-    d = ServerConfig()
+    """Argument parser of ``deconv-server``: one flag per :class:`ServerConfig` field.
+
+    Flags, their parsing and help come from the fields' metadata
+    (:data:`deconv_server.config.SETTINGS`): ``max_message_bytes`` is ``--max-message-bytes``,
+    a bool such as ``warmup`` is ``--warmup``/``--no-warmup``. Every flag defaults to None, so
+    its variable or the field's default applies unless it is given.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
     p = argparse.ArgumentParser(
         prog="deconv-server",
         description="gRPC service for N-d convolution and transposed convolution. "
-        "Prints 'deconv-server listening on HOST:PORT' once bound; logs to stderr.",
+        "Prints 'deconv-server listening on HOST:PORT' once bound; logs to stderr. "
+        "Every flag overrides its DECONV_* environment variable.",
     )
-
-    def env(name: str) -> str:
-        return f"(env {ENV_VARS[name]}, default {getattr(d, name)})"
-
-    p.add_argument("--host", help=f"interface to bind {env('host')}")
-    p.add_argument("--port", type=int, help=f"port, 0 = any free port {env('port')}")
-    p.add_argument(
-        "--max-message-bytes", type=int, help=f"request/response cap {env('max_message_bytes')}"
-    )
-    p.add_argument(
-        "--max-tensor-elements", type=int, help=f"per input tensor {env('max_tensor_elements')}"
-    )
-    p.add_argument(
-        "--max-output-elements", type=int, help=f"per result {env('max_output_elements')}"
-    )
-    p.add_argument(
-        "--max-inflight-bytes",
-        type=int,
-        help=f"tensor bytes admitted requests may hold at once {env('max_inflight_bytes')}",
-    )
-    p.add_argument(
-        "--upload-timeout-s",
-        type=float,
-        help=f"seconds a chunked call may take to upload {env('upload_timeout_s')}",
-    )
-    p.add_argument("--workers", type=int, help=f"compute RPCs admitted at once {env('workers')}")
-    p.add_argument("--log-level", help=f"logging level {env('log_level')}")
-    warm = p.add_mutually_exclusive_group()
-    warm.add_argument(
-        "--warmup",
-        dest="warmup",
-        action="store_true",
-        default=None,
-        help=f"compile kernels before SERVING {env('warmup')}",
-    )
-    warm.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip warmup")
-    p.add_argument(
-        "--grace-seconds", type=float, help=f"drain time on SIGTERM {env('grace_seconds')}"
-    )
-    ops = p.add_argument_group("security and operations")
-    ops.add_argument("--tls-cert", help=f"PEM certificate chain: TLS only {env('tls_cert')}")
-    ops.add_argument("--tls-key", help=f"PEM private key of --tls-cert {env('tls_key')}")
-    ops.add_argument(
-        "--tls-client-ca", help=f"PEM CA: require client certificates {env('tls_client_ca')}"
-    )
-    ops.add_argument(
-        "--auth-token-file",
-        help=f"file holding the bearer token (or env DECONV_AUTH_TOKEN) {env('auth_token_file')}",
-    )
-    ops.add_argument(
-        "--metrics-port",
-        type=int,
-        help=f"Prometheus /metrics port, 0 = off, 9090 usual {env('metrics_port')}",
-    )
-    ops.add_argument("--log-format", choices=("json", "text"), help=f"{env('log_format')}")
-    ops.add_argument(
-        "--max-connection-age-s",
-        type=float,
-        help=f"GOAWAY after this age, 0 = never {env('max_connection_age_s')}",
-    )
-    ops.add_argument(
-        "--max-connection-age-grace-s",
-        type=float,
-        help=f"time to finish after GOAWAY {env('max_connection_age_grace_s')}",
-    )
-    ops.add_argument(
-        "--keepalive-time-s", type=float, help=f"ping idle connections {env('keepalive_time_s')}"
-    )
-    ops.add_argument(
-        "--keepalive-timeout-s", type=float, help=f"ping ack timeout {env('keepalive_timeout_s')}"
-    )
-    ops.add_argument(
-        "--shutdown-delay-s",
-        type=float,
-        help=f"NOT_SERVING this long before draining {env('shutdown_delay_s')}",
-    )
+    groups: dict[str | None, Any] = {None: p}
+    for name, setting in SETTINGS.items():
+        if setting.group not in groups:
+            groups[setting.group] = p.add_argument_group(setting.group)
+        help_text = f"{setting.help} (env {ENV_VARS[name]}, default {format_default(name)})"
+        kwargs: dict[str, Any] = {"dest": name, "default": None}
+        kwargs["help"] = help_text.replace("%", "%%")  # argparse formats help with %
+        if setting.kind is Kind.BOOL:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = _flag_type(setting)
+            kwargs["metavar"] = _METAVARS.get(setting.kind, name.upper())
+            if setting.choices:
+                kwargs["choices"] = setting.choices
+                del kwargs["metavar"]
+        groups[setting.group].add_argument(flag(name), **kwargs)
     p.add_argument("--version", action="version", version=f"deconv-server {__version__}")
     return p
+
+
+def flag(name: str) -> str:
+    """The command-line flag of field ``name`` (``--max-message-bytes`` for ``max_message_bytes``).
+
+    For a bool the negative form is ``--no-`` + the rest of the flag.
+    """
+    return "--" + name.replace("_", "-")
+
+
+_METAVARS = {
+    Kind.INT: "N",
+    Kind.SECONDS: "SECONDS",
+    Kind.PATH: "FILE",
+    Kind.SECRET: "TOKEN",
+    Kind.LEVEL: "LEVEL",
+}
+
+
+def _flag_type(setting: Setting) -> Callable[[str], Any]:
+    """An argparse ``type`` parsing text as ``setting`` does for its variable."""
+
+    def parse(raw: str) -> Any:
+        try:
+            return setting.parse(raw)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{raw!r} {exc}") from None
+
+    parse.__name__ = setting.kind.value  # argparse names the type in some messages
+    return parse
 
 
 def main(argv: Sequence[str] | None = None) -> int:

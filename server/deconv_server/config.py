@@ -3,177 +3,279 @@
 Precedence: command-line flag > environment variable > default. Every value is checked once
 here, so the rest of the server can trust it.
 
-========================== =============================== ==================================
-field                      env var                         default
-========================== =============================== ==================================
-host                       DECONV_HOST                     127.0.0.1
-port                       DECONV_PORT                     50051 (0 = pick a free port)
-max_message_bytes          DECONV_MAX_MESSAGE_BYTES        268435456 (256 MiB), both ways
-max_tensor_elements        DECONV_MAX_TENSOR_ELEMENTS      67108864 (2**26) per input tensor
-max_output_elements        DECONV_MAX_OUTPUT_ELEMENTS      67108864 (2**26) per result
-workers                    DECONV_WORKERS                  16 compute RPCs admitted at once
-log_level                  DECONV_LOG_LEVEL                INFO
-warmup                     DECONV_WARMUP                   true (compile kernels before SERVING)
-grace_seconds              DECONV_GRACE_SECONDS            10 (drain time on SIGTERM)
-auth_token                 DECONV_AUTH_TOKEN               unset (no authentication)
-max_flops_per_request      DECONV_MAX_FLOPS                2000000000000 (2e12) per request
-auth_token_file            DECONV_AUTH_TOKEN_FILE          unset (file holding the token)
-tls_cert                   DECONV_TLS_CERT                 unset (PEM certificate chain: TLS on)
-tls_key                    DECONV_TLS_KEY                  unset (PEM private key of tls_cert)
-tls_client_ca              DECONV_TLS_CLIENT_CA            unset (PEM CA: require client certs)
-metrics_port               DECONV_METRICS_PORT             0 (off; 9090 in deployments)
-log_format                 DECONV_LOG_FORMAT               json (or text)
-max_connection_age_s       DECONV_MAX_CONNECTION_AGE_S     300 (0 = unlimited)
-max_connection_age_grace_s DECONV_MAX_CONNECTION_AGE_GRACE_S 30
-keepalive_time_s           DECONV_KEEPALIVE_TIME_S         60 (server pings idle connections)
-keepalive_timeout_s        DECONV_KEEPALIVE_TIMEOUT_S      20
-shutdown_delay_s           DECONV_SHUTDOWN_DELAY_S         0 (NOT_SERVING before draining)
-max_inflight_bytes         DECONV_MAX_INFLIGHT_BYTES       4294967296 (4 GiB) of tensors at once
-upload_timeout_s           DECONV_UPLOAD_TIMEOUT_S         300 (to send a chunked request)
-========================== =============================== ==================================
+Each field states in its metadata (a :class:`Setting`) its help text, its :class:`Kind` (how text
+parses and which values are valid) and its range; the environment reader, the validation and the
+``deconv-server`` flags (:mod:`deconv_server.cli`) all derive from it, so they cannot disagree.
+Names derive from the field name: ``max_message_bytes`` is the variable
+``DECONV_MAX_MESSAGE_BYTES`` and the flag ``--max-message-bytes``, and a bool such as ``warmup``
+has ``--warmup``/``--no-warmup``. The one exception keeps an older name: ``max_flops_per_request``
+reads ``DECONV_MAX_FLOPS``. :data:`ENV_VARS` maps every field to its variable, and
+``deconv-server --help`` lists every setting with its variable and default.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ENV_VARS", "ConfigError", "ServerConfig"]
+__all__ = [
+    "ENV_VARS",
+    "SETTINGS",
+    "ConfigError",
+    "Kind",
+    "ServerConfig",
+    "Setting",
+    "format_default",
+    "format_host",
+]
 
 MIB = 1024 * 1024
+#: Longest time gRPC takes as a millisecond option (a C int).
+_GRPC_MAX_SECONDS = (2**31 - 1) / 1000
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 class ConfigError(ValueError):
     """A configuration value is malformed or out of range."""
 
 
+class Kind(enum.Enum):
+    """How a setting is written as text (env var, flag) and which values it takes."""
+
+    #: An integer in ``[lo, hi]``; text may be decimal or 0x/0o/0b-prefixed.
+    INT = "int"
+    #: A number of seconds, ``>= lo`` (``> lo`` when the range is open) and ``<= hi`` when set.
+    SECONDS = "seconds"
+    #: true/false; text 1/0, true/false, yes/no, on/off.
+    BOOL = "bool"
+    #: A non-empty string, one of ``choices`` when those are given.
+    STR = "str"
+    #: A Python logging level name, any case.
+    LEVEL = "level"
+    #: Unset (None) or a non-empty file path.
+    PATH = "path"
+    #: Unset (None) or a non-empty string that is never echoed in messages or help.
+    SECRET = "secret"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a :class:`ServerConfig` field's metadata states about it.
+
+    Attributes
+    ----------
+    kind : Kind
+    help : str
+        One line for ``--help``; the variable and the default are appended.
+    lo, hi : float or None
+        Inclusive bounds of INT and SECONDS values (None = no bound).
+    lo_open : bool
+        The lower bound is exclusive (SECONDS that must be > 0).
+    choices : tuple of str
+        The allowed values of a STR setting (empty = any non-empty string).
+    env : str or None
+        The environment variable when it is not the derived ``DECONV_<NAME>``.
+    group : str or None
+        Heading of the flag in ``--help`` (None = the main list).
+    """
+
+    kind: Kind
+    help: str
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    choices: tuple[str, ...] = ()
+    env: str | None = None
+    group: str | None = None
+
+    def parse(self, raw: str) -> Any:
+        """The value written as ``raw`` (before range checks).
+
+        Raises
+        ------
+        ValueError
+            ``raw`` is not text of this kind; the message says what was expected.
+        """
+        if self.kind is Kind.INT:
+            try:
+                return int(raw.strip(), 0)
+            except ValueError:
+                raise ValueError("must be an integer") from None
+        if self.kind is Kind.SECONDS:
+            try:
+                return float(raw)
+            except ValueError:
+                raise ValueError("must be a number of seconds") from None
+        if self.kind is Kind.BOOL:
+            lowered = raw.strip().lower()
+            if lowered in _TRUE or lowered in _FALSE:
+                return lowered in _TRUE
+            raise ValueError("must be true/false/1/0")
+        return raw
+
+    def check(self, name: str, value: Any) -> None:
+        """Raise :class:`ConfigError` unless ``value`` is valid for field ``name``."""
+        kind = self.kind
+        if kind is Kind.INT:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name}={value!r} must be an integer")
+            if not self._in_range(value):
+                raise ConfigError(f"{name}={value} must be in [{self.lo}, {self.hi}]")
+        elif kind is Kind.SECONDS:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{name}={value!r} must be a number of seconds")
+            if not self._in_range(value):
+                raise ConfigError(f"{name}={value!r} must be a number of seconds {self._span()}")
+        elif kind is Kind.BOOL:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name}={value!r} must be a bool")
+        elif kind is Kind.STR:
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{name} must be a non-empty string")
+            if self.choices and value not in self.choices:
+                allowed = " or ".join(repr(c) for c in self.choices)
+                raise ConfigError(f"{name}={value!r} must be {allowed}")
+        elif kind is Kind.LEVEL:
+            if not isinstance(logging.getLevelName(str(value).upper()), int):
+                raise ConfigError(f"{name}={value!r} is not a logging level name")
+        elif value is not None and (not isinstance(value, str) or not value):
+            if kind is Kind.SECRET:
+                raise ConfigError(f"{name} must be unset or non-empty")
+            raise ConfigError(f"{name}={value!r} must be unset or a file path")
+
+    def _in_range(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return self.hi is None or value <= self.hi
+
+    def _span(self) -> str:
+        """The range in words: ``> 0``, ``>= 0`` or ``in (0, 2147483.647]``."""
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {self.lo}"
+        return f"in {'(' if self.lo_open else '['}{self.lo}, {self.hi}]"
+
+
+def _setting(default: Any, kind: Kind, help: str, **spec: Any) -> Any:
+    """A dataclass field with ``default`` whose metadata is ``Setting(kind, help, **spec)``."""
+    return dataclasses.field(default=default, metadata={"setting": Setting(kind, help, **spec)})
+
+
+_OPS = "security and operations"
+_GRPC_SECONDS = {"lo": 0, "hi": _GRPC_MAX_SECONDS, "group": _OPS}
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything the server needs to start; immutable once built.
 
-    Attributes
-    ----------
-    host : str
-        Interface to bind ("127.0.0.1", "0.0.0.0", "::", ...).
-    port : int
-        TCP port; 0 binds a free port (see :func:`deconv_server.app.create_server`).
-    max_message_bytes : int
-        Largest request accepted and response sent, in bytes.
-    max_tensor_elements : int
-        Largest element count of any input tensor (RESOURCE_EXHAUSTED beyond).
-    max_output_elements : int
-        Largest element count of a result (RESOURCE_EXHAUSTED beyond, before computing).
-    workers : int
-        Compute RPCs admitted at once, running or waiting for the core; the next one gets
-        UNAVAILABLE. The thread pool has a few more threads so health checks still answer.
-    log_level : str
-        Python logging level name.
-    warmup : bool
-        Compile every kernel before health reports SERVING (tests may switch it off).
-    grace_seconds : float
-        Time in-flight RPCs get to finish on SIGTERM/SIGINT.
-    auth_token : str or None
-        When set, Deconv RPCs need metadata ``authorization: Bearer <token>`` (health and
-        reflection stay open).
-    auth_token_file : str or None
-        File whose content (stripped) is the token; exclusive with ``auth_token``.
-    tls_cert, tls_key : str or None
-        PEM files of the server certificate chain and its key; both set = TLS only.
-    tls_client_ca : str or None
-        PEM CA bundle; when set every client must present a certificate it signed (mTLS).
-    metrics_port : int
-        Prometheus ``/metrics`` HTTP port on ``host``; 0 = no metrics endpoint.
-    log_format : str
-        "json" (one JSON object per line) or "text".
-    max_connection_age_s, max_connection_age_grace_s : float
-        Connections get GOAWAY after this age (0 = never), and then this long to finish, so
-        clients re-resolve and new replicas receive traffic.
-    keepalive_time_s, keepalive_timeout_s : float
-        The server pings a connection idle this long and drops it when no ack comes in time.
-    shutdown_delay_s : float
-        On SIGTERM, report NOT_SERVING and keep serving this long before draining, so load
-        balancers stop routing here first.
+    Each field's help text, kind, range and variable are in its metadata (:data:`SETTINGS`);
+    the list below is generated from them. Cross-field rules: ``auth_token`` and
+    ``auth_token_file`` exclude each other, ``tls_cert`` and ``tls_key`` go together, and
+    ``tls_client_ca`` needs them.
     """
 
-    host: str = "127.0.0.1"
-    port: int = 50051
-    max_message_bytes: int = 256 * MIB
-    max_tensor_elements: int = 1 << 26
-    max_output_elements: int = 1 << 26
-    workers: int = 16
-    log_level: str = "INFO"
-    warmup: bool = True
-    grace_seconds: float = 10.0
-    auth_token: str | None = None
-    #: Largest 2*MACs of one request (RESOURCE_EXHAUSTED beyond, before decoding); env
-    #: DECONV_MAX_FLOPS, default 2e12 (tens of seconds of compute on two cores).
-    max_flops_per_request: int = 2 * 10**12
-    auth_token_file: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tls_client_ca: str | None = None
-    metrics_port: int = 0
-    log_format: str = "json"
-    max_connection_age_s: float = 300.0
-    max_connection_age_grace_s: float = 30.0
-    keepalive_time_s: float = 60.0
-    keepalive_timeout_s: float = 20.0
-    shutdown_delay_s: float = 0.0
-    #: Bytes of tensors (inputs and result) that admitted requests may hold at once; a request
-    #: that would go over waits for no one: UNAVAILABLE at once (RESOURCE_EXHAUSTED if it could
-    #: never fit). Bounds the memory of many large chunked uploads arriving together.
-    max_inflight_bytes: int = 4 * 1024 * MIB
-    #: Seconds a chunked call may take to send its request; then the server cancels it, so a
-    #: stalled or trickling client cannot hold an admission slot and its buffers forever.
-    upload_timeout_s: float = 300.0
+    host: str = _setting("127.0.0.1", Kind.STR, "interface to bind")
+    port: int = _setting(50051, Kind.INT, "port, 0 = any free port", lo=0, hi=65535)
+    max_message_bytes: int = _setting(
+        256 * MIB, Kind.INT, "largest request and response, in bytes", lo=1024, hi=2**31 - 1
+    )
+    max_tensor_elements: int = _setting(
+        1 << 26, Kind.INT, "elements of any input tensor, RESOURCE_EXHAUSTED beyond", lo=1, hi=2**62
+    )
+    max_output_elements: int = _setting(
+        1 << 26, Kind.INT, "elements of a result, RESOURCE_EXHAUSTED beyond", lo=1, hi=2**62
+    )
+    #: Running or waiting for the core; the next one gets UNAVAILABLE. The thread pool has a few
+    #: more threads, so health checks still answer under full load.
+    workers: int = _setting(16, Kind.INT, "compute RPCs admitted at once", lo=1, hi=1024)
+    log_level: str = _setting("INFO", Kind.LEVEL, "logging level name")
+    warmup: bool = _setting(True, Kind.BOOL, "compile every kernel before health is SERVING")
+    grace_seconds: float = _setting(
+        10.0, Kind.SECONDS, "time in-flight RPCs get to finish on SIGTERM/SIGINT", lo=0
+    )
+    #: Deconv RPCs then need metadata ``authorization: Bearer <token>``; health and reflection
+    #: stay open. A flag shows in the process list: prefer the variable or ``auth_token_file``.
+    auth_token: str | None = _setting(
+        None,
+        Kind.SECRET,
+        "bearer token Deconv RPCs must send; prefer the env var or --auth-token-file",
+        group=_OPS,
+    )
+    #: Checked before decoding; the default is tens of seconds of compute on two cores.
+    max_flops_per_request: int = _setting(
+        2 * 10**12,
+        Kind.INT,
+        "largest 2*MACs of one request, RESOURCE_EXHAUSTED beyond",
+        lo=1,
+        hi=2**62,
+        env="DECONV_MAX_FLOPS",
+    )
+    auth_token_file: str | None = _setting(
+        None, Kind.PATH, "file holding the bearer token, content stripped", group=_OPS
+    )
+    tls_cert: str | None = _setting(
+        None, Kind.PATH, "PEM certificate chain: TLS only, with --tls-key", group=_OPS
+    )
+    tls_key: str | None = _setting(None, Kind.PATH, "PEM private key of --tls-cert", group=_OPS)
+    tls_client_ca: str | None = _setting(
+        None, Kind.PATH, "PEM CA: clients must present a certificate it signed", group=_OPS
+    )
+    metrics_port: int = _setting(
+        0, Kind.INT, "Prometheus /metrics port on the host, 0 = off", lo=0, hi=65535, group=_OPS
+    )
+    log_format: str = _setting(
+        "json", Kind.STR, "JSON lines or text", choices=("json", "text"), group=_OPS
+    )
+    #: Clients reconnect, re-resolve and spread over replicas that started after them.
+    max_connection_age_s: float = _setting(
+        300.0, Kind.SECONDS, "GOAWAY to connections this old, 0 = never", **_GRPC_SECONDS
+    )
+    max_connection_age_grace_s: float = _setting(
+        30.0, Kind.SECONDS, "time a connection gets to finish after GOAWAY", **_GRPC_SECONDS
+    )
+    keepalive_time_s: float = _setting(
+        60.0, Kind.SECONDS, "ping connections idle this long", lo_open=True, **_GRPC_SECONDS
+    )
+    keepalive_timeout_s: float = _setting(
+        20.0, Kind.SECONDS, "drop connections whose ping ack is late", lo_open=True, **_GRPC_SECONDS
+    )
+    #: So load balancers stop routing here before the server starts refusing calls.
+    shutdown_delay_s: float = _setting(
+        0.0, Kind.SECONDS, "NOT_SERVING this long on SIGTERM before draining", lo=0, group=_OPS
+    )
+    #: A request that would go over waits for no one: UNAVAILABLE at once (RESOURCE_EXHAUSTED if
+    #: it could never fit). Bounds the memory of many large chunked uploads arriving together.
+    max_inflight_bytes: int = _setting(
+        4 * 1024 * MIB, Kind.INT, "tensor bytes admitted requests may hold at once", lo=1, hi=2**62
+    )
+    #: Checked before decoding, from the core's plan of the call (route and thread count).
+    max_workspace_bytes: int = _setting(
+        1024 * MIB, Kind.INT, "scratch bytes the core may need for one request", lo=1, hi=2**62
+    )
+    #: Then the server cancels the call, so a stalled or trickling client cannot hold an
+    #: admission slot and its buffers forever.
+    upload_timeout_s: float = _setting(
+        300.0, Kind.SECONDS, "time a chunked call may take to send its request", lo=0, lo_open=True
+    )
 
     def __post_init__(self) -> None:
-        _check_int("max_flops_per_request", self.max_flops_per_request, 1, 2**62)
-        _check_int("max_inflight_bytes", self.max_inflight_bytes, 1, 2**62)
-        if not isinstance(self.upload_timeout_s, int | float) or not self.upload_timeout_s > 0:
-            raise ConfigError(f"upload_timeout_s={self.upload_timeout_s!r} must be > 0")
-        if not isinstance(self.host, str) or not self.host:
-            raise ConfigError("host must be a non-empty string")
-        _check_int("port", self.port, 0, 65535)
-        _check_int("max_message_bytes", self.max_message_bytes, 1024, 2**31 - 1)
-        _check_int("max_tensor_elements", self.max_tensor_elements, 1, 2**62)
-        _check_int("max_output_elements", self.max_output_elements, 1, 2**62)
-        _check_int("workers", self.workers, 1, 1024)
-        if not isinstance(logging.getLevelName(str(self.log_level).upper()), int):
-            raise ConfigError(f"log_level={self.log_level!r} is not a logging level name")
-        if not isinstance(self.warmup, bool):
-            raise ConfigError(f"warmup={self.warmup!r} must be a bool")
-        if not isinstance(self.grace_seconds, int | float) or not self.grace_seconds >= 0:
-            raise ConfigError(f"grace_seconds={self.grace_seconds!r} must be >= 0")
-        if self.auth_token is not None and not self.auth_token:
-            raise ConfigError("auth_token must be unset or non-empty")
-        self._check_ops()
-
-    def _check_ops(self) -> None:
-        """Security and operations settings (TLS, token file, metrics, connections)."""
+        for f in dataclasses.fields(self):
+            f.metadata["setting"].check(f.name, getattr(self, f.name))
         if self.auth_token and self.auth_token_file:
             raise ConfigError("set auth_token or auth_token_file, not both")
-        for name in ("auth_token_file", "tls_cert", "tls_key", "tls_client_ca"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise ConfigError(f"{name}={value!r} must be unset or a file path")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key must be set together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ConfigError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
-        _check_int("metrics_port", self.metrics_port, 0, 65535)
-        if self.log_format not in ("json", "text"):
-            raise ConfigError(f"log_format={self.log_format!r} must be 'json' or 'text'")
-        for name in _SECONDS_FIELDS - {"grace_seconds"}:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise ConfigError(f"{name}={value!r} must be a number of seconds >= 0")
-        if self.keepalive_time_s <= 0 or self.keepalive_timeout_s <= 0:
-            raise ConfigError("keepalive_time_s and keepalive_timeout_s must be > 0")
 
     @property
     def tls(self) -> bool:
@@ -194,9 +296,8 @@ class ServerConfig:
             with open(self.auth_token_file, encoding="utf-8") as f:
                 token = f.read().strip()
         except OSError as exc:
-            raise ConfigError(
-                f"cannot read auth_token_file {self.auth_token_file}: {exc}"
-            ) from None
+            message = f"cannot read auth_token_file {self.auth_token_file}: {exc}"
+            raise ConfigError(message) from None
         if not token:
             raise ConfigError(f"auth_token_file {self.auth_token_file} is empty")
         return token
@@ -213,54 +314,65 @@ class ServerConfig:
         Parameters
         ----------
         environ : mapping, optional
-            Environment to read; default ``os.environ``.
+            Environment to read; default ``os.environ``. Empty variables count as unset.
         **overrides
             Field values that win over the environment (e.g. parsed command-line flags).
+
+        Returns
+        -------
+        ServerConfig
 
         Raises
         ------
         ConfigError
-            A variable or override is malformed or out of range.
+            A variable or override is malformed or out of range, or names no setting.
         """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):
-            raw = env.get(ENV_VARS[field.name])
-            if raw is not None and raw != "":
-                values[field.name] = _parse(field.name, raw)
+        for name, setting in SETTINGS.items():
+            raw = env.get(ENV_VARS[name])
+            if not raw:  # unset or empty
+                continue
+            try:
+                values[name] = setting.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{ENV_VARS[name]}={raw!r} {exc}") from None
         for name, value in overrides.items():
-            if name not in ENV_VARS:
+            if name not in SETTINGS:
                 raise ConfigError(f"unknown setting {name!r}")
             if value is not None:
                 values[name] = value
         return cls(**values)
 
 
-ENV_VARS: dict[str, str] = {
-    f.name: "DECONV_" + f.name.upper() for f in dataclasses.fields(ServerConfig)
-}
-ENV_VARS["max_flops_per_request"] = "DECONV_MAX_FLOPS"
+_FIELDS = dataclasses.fields(ServerConfig)
+#: Field name -> its :class:`Setting`, in declaration order.
+SETTINGS: dict[str, Setting] = {f.name: f.metadata["setting"] for f in _FIELDS}
 
-_INT_FIELDS = {
-    "max_flops_per_request",
-    "max_inflight_bytes",
-    "port",
-    "max_message_bytes",
-    "max_tensor_elements",
-    "max_output_elements",
-    "workers",
-    "metrics_port",
-}
+#: Field name -> its environment variable (``DECONV_<NAME>`` unless the setting names another).
+ENV_VARS: dict[str, str] = {name: s.env or f"DECONV_{name.upper()}" for name, s in SETTINGS.items()}
 
-_SECONDS_FIELDS = {
-    "grace_seconds",
-    "upload_timeout_s",
-    "max_connection_age_s",
-    "max_connection_age_grace_s",
-    "keepalive_time_s",
-    "keepalive_timeout_s",
-    "shutdown_delay_s",
-}
+
+def format_default(name: str) -> str:
+    """The default of field ``name`` as written in an env var (``unset`` for None).
+
+    Parameters
+    ----------
+    name : str
+        A :class:`ServerConfig` field.
+
+    Returns
+    -------
+    str
+    """
+    value = next(f.default for f in _FIELDS if f.name == name)
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 def format_host(host: str) -> str:
@@ -270,30 +382,15 @@ def format_host(host: str) -> str:
     return host
 
 
-def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name}={value!r} must be an integer")
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name}={value} must be in [{lo}, {hi}]")
+def _attributes_doc() -> str:
+    lines = ["", "    Attributes", "    ----------"]
+    for f in _FIELDS:
+        s: Setting = f.metadata["setting"]
+        lines.append(f"    {f.name} : {f.type}")
+        text = f"{s.help[0].upper()}{s.help[1:]} (env {ENV_VARS[f.name]}, "
+        lines.append(f"        {text}default {format_default(f.name)}).")
+    return "\n".join(lines) + "\n"
 
 
-def _parse(name: str, raw: str) -> Any:
-    var = ENV_VARS[name]
-    if name in _INT_FIELDS:
-        try:
-            return int(raw, 0)
-        except ValueError:
-            raise ConfigError(f"{var}={raw!r} must be an integer") from None
-    if name in _SECONDS_FIELDS:
-        try:
-            return float(raw)
-        except ValueError:
-            raise ConfigError(f"{var}={raw!r} must be a number of seconds") from None
-    if name == "warmup":
-        lowered = raw.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{var}={raw!r} must be true/false/1/0")
-    return raw
+if ServerConfig.__doc__:  # None under python -OO
+    ServerConfig.__doc__ += _attributes_doc()

@@ -11,8 +11,8 @@ __all__ = [
     "DeadlineError",
     "RequestError",
     "RequestLimitError",
+    "ResultTooLargeError",
     "ServerError",
-    "UnauthenticatedError",
 ]
 
 
@@ -28,6 +28,14 @@ class RequestLimitError(ServerError):
     """The request or its result is over a configured size limit (RESOURCE_EXHAUSTED)."""
 
 
+class ResultTooLargeError(RequestLimitError):
+    """The result does not fit one response message; the chunked RPC would carry it.
+
+    Answered RESOURCE_EXHAUSTED with the trailing metadata ``deconv.wire.RETRY_CHUNKED_KEY``,
+    so a client can retry over the chunked RPC without reading the message.
+    """
+
+
 class BusyError(ServerError):
     """Too many requests are in flight, or the server is shutting down (UNAVAILABLE)."""
 
@@ -38,7 +46,3 @@ class DeadlineError(ServerError, TimeoutError):
 
 class CancelledError(ServerError):
     """The caller cancelled the call before the core was free (CANCELLED)."""
-
-
-class UnauthenticatedError(ServerError):
-    """Missing or wrong credentials (UNAUTHENTICATED)."""

@@ -20,16 +20,16 @@ import sys
 from collections.abc import Sequence
 
 import grpc
+from deconv.wire import read_pem
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from deconv_server.config import ENV_VARS, format_default
 
 __all__ = ["check", "main"]
 
 
-def _read(path: str | None) -> bytes | None:
-    if not path:
-        return None
-    with open(path, "rb") as f:
-        return f.read()
+def _read(path: str | None, what: str) -> bytes | None:
+    return read_pem(path, what) if path else None
 
 
 def check(
@@ -61,11 +61,13 @@ def check(
     ------
     grpc.RpcError
         The server is unreachable or the call failed.
-    OSError
-        A PEM file could not be read.
+    ValueError
+        A PEM file could not be read or holds no PEM block.
     """
     if ca or cert:
-        creds = grpc.ssl_channel_credentials(_read(ca), _read(key), _read(cert))
+        creds = grpc.ssl_channel_credentials(
+            _read(ca, "--ca"), _read(key, "--key"), _read(cert, "--cert")
+        )
         options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
         channel = grpc.secure_channel(target, creds, options=options)
     else:
@@ -79,7 +81,7 @@ def check(
 def main(argv: Sequence[str] | None = None) -> int:
     """Probe once; 0 when SERVING, 1 otherwise."""
     p = argparse.ArgumentParser(prog="python -m deconv_server.healthcheck", description=__doc__)
-    default = f"127.0.0.1:{os.environ.get('DECONV_PORT') or 50051}"
+    default = f"127.0.0.1:{os.environ.get(ENV_VARS['port']) or format_default('port')}"
     p.add_argument("--target", default=default, help="host:port (default %(default)s)")
     p.add_argument("--service", default="", help="service name (default: the whole server)")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds (default %(default)s)")
@@ -105,8 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except grpc.RpcError as exc:
         print(f"UNHEALTHY: {exc.code().name}: {exc.details()}")
         return 1
-    except OSError as exc:
-        print(f"UNHEALTHY: cannot read a TLS file: {exc}")
+    except ValueError as exc:
+        print(f"UNHEALTHY: {exc}")
         return 1
     print(status)
     return 0 if status == "SERVING" else 1

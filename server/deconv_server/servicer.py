@@ -40,7 +40,7 @@ from deconv_server.budget import ByteBudget
 from deconv_server.chunked import output_chunks, receive_call
 from deconv_server.config import ServerConfig
 from deconv_server.convert import (
-    CoreCall,
+    RequestPlan,
     Unparsed,
     decode_plan,
     lenient_parser,
@@ -48,7 +48,7 @@ from deconv_server.convert import (
     require_parsed,
 )
 from deconv_server.errors import BusyError, CancelledError, DeadlineError, RequestError
-from deconv_server.status import status_for
+from deconv_server.status import status_for, trailers_for
 
 __all__ = ["CORE_LOCK", "INSTANCE_ID", "DeconvServicer", "add_to_server"]
 
@@ -60,7 +60,8 @@ CORE_LOCK = threading.Lock()
 #: Identifies this process among replicas: hostname:pid:random.
 INSTANCE_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
-_OPS = {"conv": deconv_core.conv, "conv_transpose": deconv_core.conv_transpose}
+#: A planned request and its decoded arrays (input, weight, bias or None).
+Call = tuple[RequestPlan, tuple[np.ndarray, np.ndarray, np.ndarray | None]]
 _NO_DEADLINE = 1e8
 #: How often a request waiting for the core checks whether its caller is still there.
 _POLL_SECONDS = 0.05
@@ -141,7 +142,7 @@ class DeconvServicer(pb_grpc.DeconvServicer):
                 f"{request.type_name} message: {request.reason}",
             )
         cfg = self._config
-        runtime = _runtime_info()
+        runtime = deconv_core.runtime_info()
         with self._state:
             served, failed = self._served, self._failed
         return pb.GetServerInfoResponse(
@@ -152,14 +153,14 @@ class DeconvServicer(pb_grpc.DeconvServicer):
                 max_message_bytes=cfg.max_message_bytes,
                 max_tensor_elements=cfg.max_tensor_elements,
                 max_output_elements=cfg.max_output_elements,
-                max_queue=cfg.workers,
                 workers=cfg.workers,
                 max_flops_per_request=cfg.max_flops_per_request,
                 max_inflight_bytes=cfg.max_inflight_bytes,
+                max_workspace_bytes=cfg.max_workspace_bytes,
             ),
-            numba_version=str(_first(runtime, "numba_version", "numba", default="")),
-            threading_layer=str(_first(runtime, "threading_layer", "layer", default="")),
-            threads=_as_int(_first(runtime, "threads", "num_threads", default=0)),
+            numba_version=runtime["numba_version"],
+            threading_layer=runtime["threading_layer"],
+            threads=runtime["num_threads"],
             runtime={str(k): _text(v) for k, v in runtime.items()},
             instance_id=INSTANCE_ID,
             requests_served=served,
@@ -172,10 +173,10 @@ class DeconvServicer(pb_grpc.DeconvServicer):
     def _serve(self, op: str, request: Any, context: grpc.ServicerContext) -> pb.ConvResponse:
         with self._budget.holding() as reserve:
 
-            def prepare() -> CoreCall:
+            def prepare() -> Call:
                 plan = plan_request(op, require_parsed(op, request), self._config)
                 reserve(op, plan.tensor_bytes)
-                return decode_plan(plan)
+                return plan, decode_plan(plan)
 
             y, wire = self._execute(op, context, prepare)
             response = pb.ConvResponse()
@@ -188,14 +189,14 @@ class DeconvServicer(pb_grpc.DeconvServicer):
         asked: list[int] = []
         with self._budget.holding() as reserve:
 
-            def prepare() -> CoreCall:
+            def prepare() -> Call:
                 # A stalled upload would block this thread, its admission slot and its buffers
                 # forever: the server cancels the call when the upload takes too long.
                 timer = threading.Timer(self._config.upload_timeout_s, context.cancel)
                 timer.daemon = True
                 timer.start()
                 try:
-                    call, chunk = receive_call(
+                    plan, arrays, chunk = receive_call(
                         op, messages, self._config, lambda plan: reserve(op, plan.tensor_bytes)
                     )
                 except (RequestError, grpc.RpcError) as exc:
@@ -210,13 +211,13 @@ class DeconvServicer(pb_grpc.DeconvServicer):
                 finally:
                     timer.cancel()
                 asked.append(chunk)
-                return call
+                return plan, arrays
 
             y, wire = self._execute(op, context, prepare)
             yield from output_chunks(y, wire, self._config.max_message_bytes, asked[0])
 
     def _execute(
-        self, op: str, context: grpc.ServicerContext, prepare: Callable[[], CoreCall]
+        self, op: str, context: grpc.ServicerContext, prepare: Callable[[], Call]
     ) -> tuple[np.ndarray, int]:
         """Admit, prepare the call, compute under the lock; abort with the mapped status."""
         admitted = False
@@ -224,8 +225,8 @@ class DeconvServicer(pb_grpc.DeconvServicer):
         try:
             self._admit(op)
             admitted = True
-            call = prepare()
-            y = self._compute(call, context)
+            plan, arrays = prepare()
+            y = self._compute(plan, arrays, context)
         except Exception as exc:
             if isinstance(exc, grpc.RpcError) and not context.is_active():
                 # The request stream broke because the caller left (cancel or deadline).
@@ -234,6 +235,9 @@ class DeconvServicer(pb_grpc.DeconvServicer):
             with self._state:
                 self._failed += 1
             _log.info("%s -> %s: %s", op, code.name, message)
+            trailers = trailers_for(exc)
+            if trailers:
+                context.set_trailing_metadata(trailers)
             context.abort(code, message)
             raise  # context.abort always raises; this keeps type checkers informed
         finally:
@@ -243,14 +247,15 @@ class DeconvServicer(pb_grpc.DeconvServicer):
         with self._state:
             self._served += 1
         _log.debug(
-            "%s %s %s -> %s in %.1f ms",
+            "%s %s %s via %s -> %s in %.1f ms",
             op,
-            list(call.x.shape),
-            pb.DType.Name(call.wire_dtype),
+            list(plan.core.input_shape),
+            pb.DType.Name(plan.wire_dtype),
+            plan.core.route,
             list(y.shape),
             1e3 * (time.perf_counter() - start),
         )
-        return y, call.wire_dtype
+        return y, plan.wire_dtype
 
     def _admit(self, op: str) -> None:
         with self._state:
@@ -287,12 +292,14 @@ class DeconvServicer(pb_grpc.DeconvServicer):
                     f"compute core"
                 )
 
-    def _compute(self, call: CoreCall, context: grpc.ServicerContext) -> np.ndarray:
-        self._acquire_core(call.op, context)
+    def _compute(
+        self, plan: RequestPlan, arrays: tuple[Any, ...], context: grpc.ServicerContext
+    ) -> np.ndarray:
+        self._acquire_core(plan.op, context)
         try:
             if not context.is_active():
-                raise DeadlineError(f"{call.op}: the call ended before the core was free")
-            return _OPS[call.op](call.x, call.weight, call.bias, **call.params)
+                raise DeadlineError(f"{plan.op}: the call ended before the core was free")
+            return deconv_core.execute(plan.core, *arrays)
         finally:
             self._lock.release()
 
@@ -307,36 +314,10 @@ def _caller_left(context: grpc.ServicerContext, wait: float = 0.05) -> bool:
     return True
 
 
-def _runtime_info() -> dict[str, Any]:
-    try:
-        info = deconv_core.runtime_info()
-    except Exception:  # runtime info is best effort; never fail GetServerInfo over it
-        _log.exception("deconv_core.runtime_info() failed")
-        return {}
-    return dict(info) if isinstance(info, dict) else {}
-
-
 def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
-    try:
-        return json.dumps(value, sort_keys=True, default=str)
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def _first(mapping: dict[str, Any], *keys: str, default: Any) -> Any:
-    for key in keys:
-        if key in mapping and mapping[key] is not None:
-            return mapping[key]
-    return default
-
-
-def _as_int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def add_to_server(servicer: DeconvServicer, server: grpc.Server) -> None:

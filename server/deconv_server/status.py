@@ -1,4 +1,4 @@
-"""The one table from exception classes to gRPC status codes (DESIGN.md section 4).
+"""The one table from exception classes to gRPC status codes (docs/semantics.md, "Errors").
 
 A raised exception is looked up along its MRO, so subclasses inherit their parent's code. Every
 exception class of ``deconv_core.errors``, ``deconv.codec`` and ``deconv_server.errors`` has its
@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 
 import grpc
-from deconv import codec
+from deconv import codec, wire
 
 from deconv_core import errors as core_errors
 from deconv_server import errors
 
-__all__ = ["GENERIC_INTERNAL_MESSAGE", "STATUS_TABLE", "status_for"]
+__all__ = ["GENERIC_INTERNAL_MESSAGE", "STATUS_TABLE", "TRAILERS", "status_for", "trailers_for"]
 
 _log = logging.getLogger("deconv_server")
 
@@ -28,7 +28,6 @@ STATUS_TABLE: dict[type[BaseException], grpc.StatusCode] = {
     core_errors.DeconvError: grpc.StatusCode.INVALID_ARGUMENT,
     core_errors.InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
     core_errors.UnsupportedDtypeError: grpc.StatusCode.INVALID_ARGUMENT,
-    core_errors.ResourceLimitError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     # deconv.codec
     codec.CodecError: grpc.StatusCode.INVALID_ARGUMENT,
     codec.InvalidTensorError: grpc.StatusCode.INVALID_ARGUMENT,
@@ -37,12 +36,19 @@ STATUS_TABLE: dict[type[BaseException], grpc.StatusCode] = {
     errors.ServerError: grpc.StatusCode.INTERNAL,
     errors.RequestError: grpc.StatusCode.INVALID_ARGUMENT,
     errors.RequestLimitError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.ResultTooLargeError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.BusyError: grpc.StatusCode.UNAVAILABLE,
     errors.DeadlineError: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.CancelledError: grpc.StatusCode.CANCELLED,
-    errors.UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
     # Python: a huge allocation that failed despite the limits.
     MemoryError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+#: Exception class -> trailing metadata of its status, for clients that act on it. A result too
+#: large for one message tells the client to retry over the chunked RPC (a machine-readable
+#: signal; clients never parse the message).
+TRAILERS: dict[type[BaseException], tuple[tuple[str, str], ...]] = {
+    errors.ResultTooLargeError: ((wire.RETRY_CHUNKED_KEY, wire.RETRY_CHUNKED_VALUE),),
 }
 
 _GENERIC_MESSAGES = {
@@ -74,3 +80,20 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
             return code, message
     _log.error("unexpected error while serving a request", exc_info=exc)
     return grpc.StatusCode.INTERNAL, GENERIC_INTERNAL_MESSAGE
+
+
+def trailers_for(exc: BaseException) -> tuple[tuple[str, str], ...]:
+    """Trailing metadata to send with the status of ``exc`` (usually none).
+
+    Parameters
+    ----------
+    exc : BaseException
+
+    Returns
+    -------
+    tuple of (str, str)
+    """
+    for cls in type(exc).__mro__:
+        if cls in TRAILERS:
+            return TRAILERS[cls]
+    return ()

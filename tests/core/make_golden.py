@@ -173,7 +173,7 @@ def tf_conv_case(name: str, x, w, b, *, stride, padding, dilation=1) -> None:
 
 
 def tf_cases() -> None:
-    # DESIGN.md section 2 worked check: TF SAME, x=[1,2,3], w=[1,10,100], s=2, out=6.
+    # docs/semantics.md "Worked example": TF SAME, x=[1,2,3], w=[1,10,100], s=2, out=6.
     x = np.array([1, 2, 3], np.float32).reshape(1, 3, 1)
     w = np.array([1, 10, 100], np.float32).reshape(3, 1, 1)
     tf_transpose_case("tf_ct1d_worked_same", x, w, None, stride=2, padding="same", out=[6])

@@ -1,16 +1,22 @@
-"""Slow, obviously-correct numpy reference for conv and conv_transpose.
+"""Slow, obviously-correct numpy reference for conv and conv_transpose: the project's one oracle.
 
-Written straight from DESIGN.md section 2, independently of deconv_core:
+Written straight from the definition in docs/semantics.md, independently of deconv_core:
 
 * ``conv_transpose`` scatters every input pixel into the "full" result of length
   ``L = (n-1)s + ek`` per axis, crops the window ``(crop_before, out_size)`` chosen by the
-  padding convention, then adds the bias to every output element.
+  padding convention, then adds the bias to every output element (sections "Transposed
+  convolution" and "Padding conventions").
 * ``conv`` zero-pads each axis by ``(pb, pa)`` and cross-correlates with stride, dilation and
-  groups, then adds the bias per output channel.
+  groups, then adds the bias per output channel (section "Convolution").
 
-Everything is computed in float64 with Python loops over kernel taps and numpy slicing; the
-result is float64 whatever the input dtype. Parameters follow the API of DESIGN.md section 3;
-bad parameters raise a plain ``ValueError`` (the oracle does not try to match the core's errors).
+Everything is computed in float64 with a Python loop over kernel taps, one channel contraction
+(a BLAS matrix product) per tap and numpy slicing; the result is float64 whatever the input
+dtype. Parameters follow deconv_core's keyword arguments; bad parameters raise a plain
+``ValueError`` (the oracle does not try to match the core's errors).
+
+Used by the core tests (tests/core) and by the benchmark's correctness column
+(``bench.backends.ReferenceBackend`` imports it as ``tests.core.oracle``), so it imports nothing
+but numpy and the standard library; the installed packages never import it.
 """
 
 from __future__ import annotations
@@ -94,7 +100,7 @@ def conv_pads(
     dilation: Sequence[int],
     padding: PadSpec,
 ) -> tuple[tuple[int, int], ...]:
-    """Per-axis (before, after) zero padding of a convolution (DESIGN.md section 2)."""
+    """Per-axis (before, after) zero padding of a convolution (docs/semantics.md, "Convolution")."""
     r = len(n)
     pads = _explicit_pads(padding, r)
     if pads is not None:
@@ -128,8 +134,8 @@ def transpose_legal_out_range(
 
     ``padding`` is the per-axis spec: an int p, a (before, after) pair, "valid", "same" or
     "same_lower". Numeric pads allow output_padding 0 .. max(s, d)-1; "valid" allows
-    L .. L+s-1 (DESIGN.md table); "same"/"same_lower" allow every size whose forward SAME
-    convolution gives back n, i.e. (n-1)s+1 .. n*s (TensorFlow's rule).
+    L .. L+s-1; "same"/"same_lower" allow every size whose forward SAME convolution gives back n,
+    i.e. (n-1)s+1 .. n*s (TensorFlow's rule). See docs/semantics.md, "Padding conventions".
     """
     L = (n - 1) * s + d * (k - 1) + 1
     if padding == "valid":
@@ -152,7 +158,7 @@ def transpose_crop(
     output_padding: int = 0,
     output_shape: int | None = None,
 ) -> tuple[int, int]:
-    """(crop_before, out_size) of one transposed-conv axis, per the DESIGN.md table."""
+    """(crop_before, out_size) of one transposed-conv axis (docs/semantics.md conventions table)."""
     L = (n - 1) * s + d * (k - 1) + 1
     if padding in ("same", "same_lower"):
         if output_padding:
@@ -213,7 +219,7 @@ def conv_transpose(
     bias : ndarray, optional
         (C_out,), added to every output element after the crop.
     stride, padding, output_padding, output_shape, dilation, groups, data_format, weight_format
-        As in DESIGN.md section 3.
+        As in ``deconv_core.conv_transpose`` (docs/semantics.md, "Parameter rules").
 
     Returns
     -------
@@ -243,7 +249,8 @@ def conv_transpose(
         xg = xf[:, g * Cig : (g + 1) * Cig]
         for taps in itertools.product(*(range(ka) for ka in k)):
             wt = W[(slice(g * Cig, (g + 1) * Cig), slice(None), *taps)]  # (Cig, Cog)
-            contrib = np.einsum("bc...,co->bo...", xg, wt)
+            # sum over c of xg[b, c, i...] * wt[c, o] -> (b, o, i...)
+            contrib = np.moveaxis(np.tensordot(xg, wt, axes=(1, 0)), -1, 1)
             dst = tuple(
                 slice(taps[a] * d[a], taps[a] * d[a] + (n[a] - 1) * s[a] + 1, s[a])
                 for a in range(r)
@@ -292,7 +299,7 @@ def conv(
     bias : ndarray, optional
         (C_out,), added per output channel.
     stride, padding, dilation, groups, data_format, weight_format
-        As in DESIGN.md section 3.
+        As in ``deconv_core.conv`` (docs/semantics.md, "Parameter rules").
 
     Returns
     -------
@@ -328,5 +335,7 @@ def conv(
             )
             patch = xp[(slice(None), slice(g * Cig, (g + 1) * Cig), *src)]  # (N, Cig, out...)
             wt = W[(slice(g * Cog, (g + 1) * Cog), slice(None), *taps)]  # (Cog, Cig)
-            y[:, g * Cog : (g + 1) * Cog] += np.einsum("bc...,oc->bo...", patch, wt)
+            # sum over c of patch[b, c, j...] * wt[o, c] -> (b, o, j...)
+            contrib = np.moveaxis(np.tensordot(patch, wt, axes=(1, 1)), -1, 1)
+            y[:, g * Cog : (g + 1) * Cog] += contrib
     return _from_channels_first(_add_bias(y, bias), data_format)

@@ -1,4 +1,4 @@
-"""Every rule of DESIGN.md sections 2-3 is enforced with a clear error.
+"""Every parameter rule of docs/semantics.md ("Parameter rules", "Dtypes") fails with a clear error.
 
 Each case asserts the exception class (InvalidArgumentError is a DeconvError and a ValueError;
 UnsupportedDtypeError is a DeconvError and a TypeError) and that the message names the op, the
@@ -243,7 +243,7 @@ def test_every_rule_is_covered_for_both_ops():
 )
 def test_messages_quote_the_callers_layout(op, x_shape, w_shape):
     """With channels_last data / tf weights, a shape error must describe the arrays as passed
-    (DESIGN.md section 3: messages name the parameter and the value), not the transposed
+    (messages name the op, the parameter, the rule and the value), not the transposed
     channels-first / torch-layout views the core computes on."""
     x, w = np.ones(x_shape, np.float32), np.ones(w_shape, np.float32)
     with pytest.raises(InvalidArgumentError, match=rf"^{op}: ") as info:

@@ -44,7 +44,7 @@ def test_golden_set_is_complete():
 
 
 def test_worked_example_values():
-    """DESIGN.md section 2: TF SAME gives [1,10,102,20,203,30], the PyTorch port one pixel off."""
+    """docs/semantics.md worked example: TF SAME [1,10,102,20,203,30], the PyTorch port shifted."""
     _, x, w, _, y = _load(GOLDEN_DIR / "tf_ct1d_worked_same.npz")
     assert y.ravel().tolist() == [1, 10, 102, 20, 203, 30]
     _, _, _, _, y = _load(GOLDEN_DIR / "torch_ct1d_worked_port.npz")

@@ -1,8 +1,8 @@
 """Hypothesis properties of the core: the adjoint identity and the bias added after the op.
 
-Adjoint (DESIGN.md section 2): with the same weight, stride, padding, dilation and groups, and
-``op = (n + pb + pa - ek) mod s`` (or output_shape = n for the string modes),
-``<conv(y), x> == <y, conv_transpose(x)>`` in float64. Bias: ``op(x, w, b) - op(x, w)`` is
+Adjoint (docs/semantics.md, "Adjoint identity"): with the same weight, stride, padding,
+dilation and groups, and ``op = (n + pb + pa - ek) mod s`` (or output_shape = n for the string
+modes), ``<conv(y), x> == <y, conv_transpose(x)>`` in float64. Bias: ``op(x, w, b) - op(x, w)`` is
 exactly ``b`` broadcast over every output element (integer-valued float64 data makes every sum
 exact), including output rows that no input reaches.
 """

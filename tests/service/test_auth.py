@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from deconv_client import Client, UnauthenticatedError
 from deconv_client import cli as client_cli
-from deconv_server import app as app_module
+from deconv_server import interceptors as interceptors_module
 from deconv_server.app import ServerHandle, start_server
 from deconv_server.config import ConfigError, ServerConfig
 from deconv_server.logging_setup import ACCESS_LOGGER
@@ -70,13 +70,13 @@ def test_token_is_compared_in_constant_time(
     auth_server: ServerHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[tuple[bytes, bytes]] = []
-    real = app_module.hmac.compare_digest
+    real = interceptors_module.hmac.compare_digest
 
     def spy(a: bytes, b: bytes) -> bool:
         seen.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(app_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr(interceptors_module.hmac, "compare_digest", spy)
     with (
         Client(auth_server.target, timeout=10, token="nope") as c,
         pytest.raises(UnauthenticatedError),

@@ -16,6 +16,7 @@ from deconv_client import AsyncClient, Client
 from deconv_server.app import ServerHandle
 
 from .conftest import extra_server
+from .counters import counters
 from .helpers import core, rand, raw_stub
 
 LIMIT = 256 * 1024  # bytes per message, both ways, on both sides
@@ -34,14 +35,14 @@ def test_large_inputs_go_in_chunks(small: ServerHandle) -> None:
     x = rand(rng, (1, 4, 120, 150))  # 288000 bytes > 256 KiB
     w = rand(rng, (4, 2, 3, 3))
     b = rand(rng, (2,))
-    failed = small.servicer._failed
+    _, failed = counters(small.target)
     with Client(small.target, timeout=60, max_message_bytes=LIMIT) as c:
         got = c.conv_transpose(x, w, b, stride=2, padding=1, output_padding=1)
     np.testing.assert_array_equal(
         got, core("conv_transpose", x, w, b, stride=2, padding=1, output_padding=1)
     )
     assert got.flags.writeable
-    assert small.servicer._failed == failed  # went straight to the chunked RPC
+    assert counters(small.target)[1] == failed  # went straight to the chunked RPC
 
 
 def test_large_result_goes_in_chunks(small: ServerHandle) -> None:
@@ -49,12 +50,12 @@ def test_large_result_goes_in_chunks(small: ServerHandle) -> None:
     rng = np.random.default_rng(1)
     x = rand(rng, (1, 1, 64, 64))
     w = rand(rng, (1, 4, 4, 4))
-    failed = small.servicer._failed
+    _, failed = counters(small.target)
     with Client(small.target, timeout=60, max_message_bytes=LIMIT) as c:
         got = c.conv_transpose(x, w, stride=4)
     assert got.shape == (1, 4, 256, 256)
     np.testing.assert_array_equal(got, core("conv_transpose", x, w, stride=4))
-    assert small.servicer._failed == failed
+    assert counters(small.target)[1] == failed
 
 
 # A dilated kernel: the client's estimate (a few hundred bytes) misses the 1.5 MB result.
@@ -62,14 +63,14 @@ X_DIL = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
 W_DIL = np.ones((1, 4, 2, 2), np.float32)
 
 
-def test_unexpectedly_large_result_falls_back_to_chunks(small: ServerHandle) -> None:
-    """The unary call is refused before computing; the client repeats it chunked."""
-    failed = small.servicer._failed
+def test_a_large_result_of_small_tensors_goes_chunked_at_once(small: ServerHandle) -> None:
+    """The client computes the result's size (dilation included) and never tries unary."""
+    served, failed = counters(small.target)
     with Client(small.target, timeout=60, max_message_bytes=LIMIT) as c:
         got = c.conv_transpose(X_DIL, W_DIL, dilation=300)
     assert got.shape == (1, 4, 304, 304)
     np.testing.assert_array_equal(got, core("conv_transpose", X_DIL, W_DIL, dilation=300))
-    assert small.servicer._failed == failed + 1
+    assert counters(small.target) == (served + 1, failed)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float16", "bfloat16"])

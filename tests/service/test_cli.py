@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from deconv_client import Client
+from deconv_server.cli import flag
+from deconv_server.config import ENV_VARS
 
 from .helpers import core, rand
 
@@ -197,3 +199,17 @@ def test_server_cli_rejects_bad_config() -> None:
     assert proc.returncode == 2 and "port=99999" in proc.stderr
     started = time.monotonic()
     assert proc.stdout == "" and time.monotonic() - started < TIMEOUT
+
+
+def test_server_help_lists_every_setting() -> None:
+    """`deconv-server --help` names every field's flag and variable (both derived)."""
+    env = dict(os.environ, COLUMNS="1000")
+    proc = subprocess.run(
+        [*DECONV_SERVER, "--help"], capture_output=True, text=True, timeout=TIMEOUT, env=env,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for name in ENV_VARS:
+        assert f" {flag(name)} " in proc.stdout or f" {flag(name)}," in proc.stdout, name
+        assert f"(env {ENV_VARS[name]}, default " in proc.stdout, name
+    assert "--no-warmup" in proc.stdout and "(env DECONV_MAX_FLOPS, " in proc.stdout

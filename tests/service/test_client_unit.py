@@ -166,8 +166,8 @@ def test_hand_encoded_health_messages_match_the_real_stubs(service: str) -> None
 
 
 def test_transport_choice() -> None:
-    """Small calls go unary; large inputs or large expected results go in chunks."""
-    from deconv_client.client import UNARY_BYTES, unary_fits
+    """Small calls go unary; large inputs, large results or results of unknown size in chunks."""
+    from deconv_client._base import UNARY_BYTES, unary_fits
 
     def prep(x_shape: tuple, w_shape: tuple, op: str = "conv_transpose", **kw: object) -> object:
         params = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}
@@ -183,9 +183,18 @@ def test_transport_choice() -> None:
         )
 
     small = prep((1, 2, 8, 8), (2, 2, 3, 3))
-    assert unary_fits(small, 1 << 28)
+    assert small.output_nbytes == 4 * 2 * 10 * 10 and unary_fits(small, 1 << 28)
     big_in = prep((1, 4, 256, 256), (4, 4, 3, 3), op="conv")  # 1 MiB input
     assert big_in.nbytes > UNARY_BYTES and not unary_fits(big_in, 1 << 28)
     big_out = prep((1, 1, 64, 64), (1, 4, 4, 4), stride=4)  # 1 MiB result
-    assert big_out.output_estimate == 4 * 4 * 256 * 256 and not unary_fits(big_out, 1 << 28)
+    assert big_out.output_nbytes == 4 * 4 * 256 * 256 and not unary_fits(big_out, 1 << 28)
+    dilated = prep((1, 1, 4, 4), (1, 4, 2, 2), dilation=300)  # 1.5 MB from 64-byte inputs
+    assert dilated.output_nbytes == 4 * 4 * 304 * 304 and not unary_fits(dilated, 1 << 28)
     assert not unary_fits(small, 1024)  # over the message limit itself
+    # a 400 KB result: unary under the default limit, chunked under a 256 KiB client limit (its
+    # own gRPC would refuse the response)
+    mid = prep((1, 1, 80, 80), (1, 1, 4, 4), stride=4)
+    assert mid.output_nbytes == 4 * 320 * 320
+    assert unary_fits(mid, 1 << 28) and not unary_fits(mid, 256 * 1024)
+    ranks_off = prep((1, 2, 8, 8), (2, 2, 3))  # the server rejects it; the size is unknown
+    assert ranks_off.output_nbytes is None and not unary_fits(ranks_off, 1 << 28)

@@ -10,6 +10,7 @@ import numpy as np
 from deconv_client import Client
 from deconv_server.app import ServerHandle
 
+from .counters import counters
 from .helpers import core, rand
 
 CLIENTS = 16
@@ -51,7 +52,7 @@ def _cases() -> list[tuple[str, tuple[np.ndarray, ...], dict[str, Any]]]:
 def test_concurrent_clients_get_exact_results(server: ServerHandle, target: str) -> None:
     cases = _cases()
     expected = [core(op, *arrays, **params) for op, arrays, params in cases]
-    served_before = server.servicer._served
+    served_before, _ = counters(target)
     start = threading.Barrier(CLIENTS)
 
     def worker(index: int) -> int:
@@ -70,5 +71,5 @@ def test_concurrent_clients_get_exact_results(server: ServerHandle, target: str)
     with ThreadPoolExecutor(CLIENTS) as pool:
         done = list(pool.map(worker, range(CLIENTS)))
     assert done == [CALLS] * CLIENTS
-    assert server.servicer._served - served_before == CLIENTS * CALLS
+    assert counters(target)[0] - served_before == CLIENTS * CALLS
     assert server.servicer.in_flight == 0

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 from deconv import codec
 from deconv.v1 import deconv_pb2 as pb
-from deconv_server import servicer as servicer_module
 from deconv_server.app import ServerHandle
+
+import deconv_core
 
 from .conftest import extra_server
 from .helpers import core, raw_stub
@@ -38,7 +39,7 @@ def request(first: float = 0.0) -> pb.TransposedConvRequest:
 
 
 class CoreHook:
-    """Stands in for deconv_core.conv_transpose: records calls, holds the core for SLOW ones."""
+    """Stands in for deconv_core.execute: records calls, holds the core for SLOW ones."""
 
     def __init__(self, real: Callable[..., np.ndarray]) -> None:
         self.real = real
@@ -46,19 +47,19 @@ class CoreHook:
         self.started = threading.Event()
         self.release = threading.Event()
 
-    def __call__(self, x: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+    def __call__(self, plan: Any, x: np.ndarray, *args: Any) -> np.ndarray:
         first = float(x.flat[0])
         self.calls.append(first)
         if first == SLOW:
             self.started.set()
             assert self.release.wait(30), "the test never released the core"
-        return self.real(x, *args, **kwargs)
+        return self.real(plan, x, *args)
 
 
 @pytest.fixture
 def hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[CoreHook]:
-    h = CoreHook(servicer_module._OPS["conv_transpose"])
-    monkeypatch.setitem(servicer_module._OPS, "conv_transpose", h)
+    h = CoreHook(deconv_core.execute)
+    monkeypatch.setattr(deconv_core, "execute", h)  # what the servicer runs each plan with
     try:
         yield h
     finally:

@@ -1,4 +1,4 @@
-"""grpc.health.v1 (NOT_SERVING until warm, then SERVING) and server reflection."""
+"""grpc.health.v1 (NOT_SERVING until warm, then SERVING) and server reflection (v1 and v1alpha)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import pytest
 from deconv_client import Client, NotFoundError
 from deconv_server.app import ServerHandle, start_server
 from deconv_server.config import ServerConfig
+from deconv_server.reflection import V1_SERVICE_NAME
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2 as rpb
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -75,6 +78,71 @@ def test_reflection_lists_and_describes_the_service(target: str) -> None:
         proto = db.FindFileContainingSymbol("deconv.v1.Deconv")
         methods = {m.name for s in proto.service for m in s.method}
         assert {"Conv", "TransposedConv", "GetServerInfo"} <= methods
+
+
+def _reflect_v1(
+    target: str, *requests: rpb.ServerReflectionRequest
+) -> list[rpb.ServerReflectionResponse]:
+    """Ask ``grpc.reflection.v1.ServerReflection`` (v1 and v1alpha messages are the same bytes)."""
+    with grpc.insecure_channel(target) as channel:
+        info = channel.stream_stream(
+            f"/{V1_SERVICE_NAME}/ServerReflectionInfo",
+            request_serializer=rpb.ServerReflectionRequest.SerializeToString,
+            response_deserializer=rpb.ServerReflectionResponse.FromString,
+        )
+        return list(info(iter(requests), timeout=10))
+
+
+def _files(response: rpb.ServerReflectionResponse) -> dict[str, descriptor_pb2.FileDescriptorProto]:
+    assert response.WhichOneof("message_response") == "file_descriptor_response", response
+    files = {}
+    for data in response.file_descriptor_response.file_descriptor_proto:
+        proto = descriptor_pb2.FileDescriptorProto.FromString(data)
+        files[proto.name] = proto
+    return files
+
+
+def test_reflection_v1_lists_and_describes_the_service() -> None:
+    """grpcurl asks v1 first: a real server (as deployed) answers it, not UNIMPLEMENTED."""
+    handle = start_server(ServerConfig(port=0, warmup=False, log_level="WARNING"))
+    try:
+        listed, deconv, v1, missing = _reflect_v1(
+            handle.target,
+            rpb.ServerReflectionRequest(list_services=""),
+            rpb.ServerReflectionRequest(file_containing_symbol="deconv.v1.Deconv"),
+            rpb.ServerReflectionRequest(file_containing_symbol=V1_SERVICE_NAME),
+            rpb.ServerReflectionRequest(file_containing_symbol="no.such.Service"),
+        )
+        services = {s.name for s in listed.list_services_response.service}
+        assert services == {
+            "deconv.v1.Deconv",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        }
+        assert listed.original_request.list_services == ""
+
+        files = _files(deconv)
+        (proto,) = (f for f in files.values() if f.package == "deconv.v1")
+        (service,) = proto.service
+        assert service.name == "Deconv"
+        assert {"Conv", "TransposedConv", "ConvChunked", "GetServerInfo"} <= {
+            m.name for m in service.method
+        }
+
+        (own,) = _files(v1).values()  # the v1 service describes itself too
+        assert own.name == "grpc/reflection/v1/reflection.proto"
+        assert own.package == "grpc.reflection.v1"
+        (method,) = own.service[0].method
+        assert (method.input_type, method.output_type) == (
+            ".grpc.reflection.v1.ServerReflectionRequest",
+            ".grpc.reflection.v1.ServerReflectionResponse",
+        )
+        assert method.client_streaming and method.server_streaming
+
+        assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+    finally:
+        handle.stop(0).wait(5)
 
 
 def test_server_info(target: str) -> None:

@@ -24,6 +24,7 @@ from deconv_client import Client
 from deconv_server.app import ServerHandle
 
 from .conftest import extra_server
+from .counters import counters
 from .helpers import core
 from .test_malformed import rss_bytes
 
@@ -88,10 +89,9 @@ def run_load(server: ServerHandle, target: str, calls: int) -> None:
     """CLIENTS threads, each with its own Client, ``calls`` calls each; all exact."""
     cases = _cases()
     expected = [_expected(op, arrays, params) for op, arrays, params in cases]
+    served_before, failed_before = counters(target)  # before measuring: it opens a channel
     gc.collect()
     rss_start = rss_bytes()
-    served_before = server.servicer._served
-    failed_before = server.servicer._failed
     start = threading.Barrier(CLIENTS)
 
     def worker(index: int) -> int:
@@ -114,13 +114,12 @@ def run_load(server: ServerHandle, target: str, calls: int) -> None:
         done = list(pool.map(worker, range(CLIENTS)))
     elapsed = time.perf_counter() - t0
     assert done == [calls] * CLIENTS
-    assert server.servicer._served - served_before == CLIENTS * calls
-    assert server.servicer._failed == failed_before
     assert server.servicer.in_flight == 0
     gc.collect()
     grown = rss_bytes() - rss_start
     print(f"\n{CLIENTS} x {calls} calls in {elapsed:.1f} s; RSS {grown / 2**20:+.1f} MiB")
     assert grown < RSS_SLACK, f"RSS grew by {grown / 2**20:.1f} MiB"
+    assert counters(target) == (served_before + CLIENTS * calls, failed_before)
 
 
 @pytest.fixture(scope="module")

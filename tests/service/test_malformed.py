@@ -270,13 +270,13 @@ CASES: dict[str, Case] = {
         "Conv",
         conv(weight=codec.encode(WC.astype(np.float64))),
         INV,
-        "weight dtype DTYPE_FLOAT64 must match the input dtype DTYPE_FLOAT32",
+        "weight dtype float64 must match the input dtype float32",
     ),
     "bias dtype bfloat16": Case(
         "TransposedConv",
         tconv(bias=codec.encode(B, dtype=pb.DTYPE_BFLOAT16)),
         INV,
-        "bias dtype DTYPE_BFLOAT16 must match the input dtype DTYPE_FLOAT32",
+        "bias dtype bfloat16 must match the input dtype float32",
     ),
     "missing input": Case("Conv", conv(input=None), INV, "conv: the input tensor is missing"),
     "missing weight": Case(
@@ -318,7 +318,7 @@ CASES: dict[str, Case] = {
         "Conv",
         conv(groups=2**62),
         INV,
-        "groups=4611686018427387904 must divide input channels C_in=2",
+        "groups=4611686018427387904 must be <= 2147483647",
     ),
     "groups mismatch the weight": Case(
         "Conv", conv(groups=2), INV, r"groups=2 must divide output channels C_out=3"
@@ -355,13 +355,13 @@ CASES: dict[str, Case] = {
         "Conv",
         conv(explicit_padding=pb.ExplicitPadding(before=[1, 1], after=[1])),
         INV,
-        "explicit_padding has 2 'before' and 1 'after'",
+        "explicit padding has 2 'before' and 1 'after'",
     ),
     "negative padding": Case(
         "Conv",
         conv(explicit_padding=pb.ExplicitPadding(before=[-1], after=[-1])),
         INV,
-        "padding=-1 must be >= 0",
+        r"padding\.before=-1 must be >= 0",
     ),
     "crop larger than the result": Case(
         "TransposedConv",
@@ -397,10 +397,10 @@ CASES: dict[str, Case] = {
         r"limit of 2097152",
     ),
     "enormous stride": Case(
-        "TransposedConv", tconv(stride=[2**62]), RES, r"the result .* more than the server's limit"
+        "TransposedConv", tconv(stride=[2**62]), INV, r"stride=4611686018427387904 must be <= 2\d+"
     ),
     "enormous dilation": Case(
-        "TransposedConv", tconv(dilation=[2**40]), RES, r"the result .* more than the server's"
+        "TransposedConv", tconv(dilation=[2**40]), INV, r"dilation=1099511627776 must be <= 2\d+"
     ),
     "FLOPs over the limit, no data sent": Case(
         "TransposedConv",

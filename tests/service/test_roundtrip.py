@@ -185,7 +185,7 @@ def test_every_parameter_form(client: Client, op: str, params: dict[str, Any]) -
 
 
 def test_worked_example_tf_same(client: Client) -> None:
-    """DESIGN.md section 2: TF SAME, x=[1,2,3], w=[1,10,100], s=2, out=6."""
+    """docs/semantics.md, "Worked example": TF SAME, x=[1,2,3], w=[1,10,100], s=2, out=6."""
     x = np.array([[[1, 2, 3]]], np.float64)
     w = np.array([[[1, 10, 100]]], np.float64)
     y = client.conv_transpose(x, w, stride=2, padding="same", output_shape=[6])

@@ -7,10 +7,10 @@ from types import ModuleType
 
 import grpc
 import pytest
-from deconv import codec
+from deconv import codec, wire
 from deconv_client import errors as client_errors
 from deconv_server import errors as server_errors
-from deconv_server.status import GENERIC_INTERNAL_MESSAGE, STATUS_TABLE, status_for
+from deconv_server.status import GENERIC_INTERNAL_MESSAGE, STATUS_TABLE, status_for, trailers_for
 
 from deconv_core import errors as core_errors
 
@@ -36,20 +36,27 @@ def test_every_exception_class_has_its_own_entry(module: ModuleType) -> None:
     [
         (core_errors.InvalidArgumentError("conv: stride=0 must be >= 1"), "INVALID_ARGUMENT"),
         (core_errors.UnsupportedDtypeError("conv: input dtype int8"), "INVALID_ARGUMENT"),
-        (core_errors.ResourceLimitError("too big"), "RESOURCE_EXHAUSTED"),
         (codec.InvalidTensorError("input: bad"), "INVALID_ARGUMENT"),
         (codec.TensorLimitError("input: big"), "RESOURCE_EXHAUSTED"),
         (server_errors.RequestError("missing"), "INVALID_ARGUMENT"),
         (server_errors.RequestLimitError("result big"), "RESOURCE_EXHAUSTED"),
         (server_errors.BusyError("busy"), "UNAVAILABLE"),
         (server_errors.DeadlineError("late"), "DEADLINE_EXCEEDED"),
-        (server_errors.UnauthenticatedError("who"), "UNAUTHENTICATED"),
+        (server_errors.ResultTooLargeError("use the chunked RPC"), "RESOURCE_EXHAUSTED"),
+        (server_errors.CancelledError("left"), "CANCELLED"),
     ],
 )
 def test_codes_and_messages(exc: Exception, code: str) -> None:
     got_code, message = status_for(exc)
     assert got_code.name == code
     assert message == str(exc)
+
+
+def test_only_a_result_too_large_for_one_message_asks_for_the_chunked_rpc() -> None:
+    retry = ((wire.RETRY_CHUNKED_KEY, wire.RETRY_CHUNKED_VALUE),)
+    assert trailers_for(server_errors.ResultTooLargeError("big")) == retry
+    for exc in (server_errors.RequestLimitError("flops"), codec.TensorLimitError("elements")):
+        assert trailers_for(exc) == ()
 
 
 def test_subclasses_inherit_their_parents_code() -> None:

@@ -130,22 +130,22 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_tensor_elements", "max_output_elements", "max_queue", "workers", "max_flops_per_request", "max_inflight_bytes")
+    __slots__ = ("max_message_bytes", "max_tensor_elements", "max_output_elements", "workers", "max_flops_per_request", "max_inflight_bytes", "max_workspace_bytes")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_TENSOR_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
     MAX_OUTPUT_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
-    MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     MAX_FLOPS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_INFLIGHT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_WORKSPACE_BYTES_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_tensor_elements: int
     max_output_elements: int
-    max_queue: int
     workers: int
     max_flops_per_request: int
     max_inflight_bytes: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_tensor_elements: _Optional[int] = ..., max_output_elements: _Optional[int] = ..., max_queue: _Optional[int] = ..., workers: _Optional[int] = ..., max_flops_per_request: _Optional[int] = ..., max_inflight_bytes: _Optional[int] = ...) -> None: ...
+    max_workspace_bytes: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_tensor_elements: _Optional[int] = ..., max_output_elements: _Optional[int] = ..., workers: _Optional[int] = ..., max_flops_per_request: _Optional[int] = ..., max_inflight_bytes: _Optional[int] = ..., max_workspace_bytes: _Optional[int] = ...) -> None: ...
 
 class GetServerInfoResponse(_message.Message):
     __slots__ = ("version", "dtypes", "ranks", "limits", "numba_version", "threading_layer", "threads", "runtime", "instance_id", "requests_served", "requests_failed", "warm")

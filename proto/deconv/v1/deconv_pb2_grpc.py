@@ -71,14 +71,17 @@ class DeconvServicer:
     """
 
     def Conv(self, request, context):
-        """Convolution (cross-correlation) with optional bias.
+        """Convolution (cross-correlation) with optional bias. A result too large for one message is
+        RESOURCE_EXHAUSTED with trailing metadata "deconv-retry-rpc: chunked" (use ConvChunked).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def TransposedConv(self, request, context):
-        """Transposed convolution ("deconvolution") with optional bias.
+        """Transposed convolution ("deconvolution") with optional bias. A result too large for one
+        message is RESOURCE_EXHAUSTED with trailing metadata "deconv-retry-rpc: chunked" (use
+        TransposedConvChunked).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

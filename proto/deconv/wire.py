@@ -1,0 +1,107 @@
+"""Facts of the wire contract that the client and the server share, stated once.
+
+The service name comes from the compiled descriptor, so it cannot drift from the .proto. This
+module imports only the generated stubs (protobuf), like :mod:`deconv.codec`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from deconv.v1 import deconv_pb2 as pb
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "METHODS",
+    "RETRY_CHUNKED_KEY",
+    "RETRY_CHUNKED_VALUE",
+    "SERVICE_NAME",
+    "Methods",
+    "PemSource",
+    "read_pem",
+]
+
+#: Full name of the compute service, ``deconv.v1.Deconv``.
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Deconv"].full_name
+
+#: Default cap on one gRPC message, both ways, on both sides (256 MiB).
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+#: Trailing-metadata key the server sets on RESOURCE_EXHAUSTED when the request would succeed over
+#: the chunked RPC (the result is too large for one message). Its value is
+#: :data:`RETRY_CHUNKED_VALUE`. Clients decide on this key, never on the message text.
+RETRY_CHUNKED_KEY = "deconv-retry-rpc"
+RETRY_CHUNKED_VALUE = "chunked"
+
+
+class Methods:
+    """The RPC names and message types of one operation.
+
+    Attributes
+    ----------
+    op : str
+        "conv" or "conv_transpose" (the Python API's name).
+    unary, chunked : str
+        Method names on the service ("Conv", "ConvChunked", ...).
+    request, chunk : type
+        Request message and chunked-request message classes.
+    """
+
+    __slots__ = ("chunk", "chunked", "op", "request", "unary")
+
+    def __init__(self, op: str, unary: str, request: type, chunk: type) -> None:
+        self.op = op
+        self.unary = unary
+        self.chunked = f"{unary}Chunked"
+        self.request = request
+        self.chunk = chunk
+
+    def path(self, method: str) -> str:
+        """Full gRPC path of ``method``, e.g. ``/deconv.v1.Deconv/Conv``."""
+        return f"/{SERVICE_NAME}/{method}"
+
+
+#: op -> its methods and messages.
+METHODS: dict[str, Methods] = {
+    "conv": Methods("conv", "Conv", pb.ConvRequest, pb.ConvRequestChunk),
+    "conv_transpose": Methods(
+        "conv_transpose", "TransposedConv", pb.TransposedConvRequest, pb.TransposedConvRequestChunk
+    ),
+}
+
+#: A PEM given as its bytes, PEM text, or a path (str or os.PathLike) to a file holding it.
+PemSource = bytes | str | os.PathLike[str]
+
+
+def read_pem(source: PemSource, what: str) -> bytes:
+    """PEM bytes from bytes as given, PEM text, or a path to a PEM file.
+
+    Parameters
+    ----------
+    source : bytes, str or os.PathLike
+        The PEM data, or the path of a file holding it.
+    what : str
+        What the PEM is (a setting or argument name), for error messages.
+
+    Returns
+    -------
+    bytes
+
+    Raises
+    ------
+    ValueError
+        The file cannot be read or holds no PEM block.
+    """
+    if isinstance(source, bytes | bytearray):
+        data = bytes(source)
+    elif isinstance(source, str) and source.lstrip().startswith("-----BEGIN "):
+        data = source.encode()
+    else:
+        try:
+            with open(source, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise ValueError(f"cannot read {what} {source}: {exc}") from None
+    if b"-----BEGIN " not in data:
+        raise ValueError(f"{what} is not PEM data (no '-----BEGIN' line)")
+    return data

@@ -1,0 +1,127 @@
+"""Interceptors that gate Deconv RPCs: the drain gate and bearer-token authentication.
+
+Both act only on methods of ``deconv.v1.Deconv`` (:data:`deconv.wire.SERVICE_NAME`); health and
+reflection always pass, so probes and tools keep working while the server drains or when they
+hold no token. A refused call gets a handler of the same streaming kind as the real one, which
+aborts with the status, so the call fails cleanly whatever its shape.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from deconv.wire import SERVICE_NAME
+
+__all__ = ["DrainGate", "TokenAuth", "is_deconv_method", "rejecting"]
+
+#: What a rejecting handler runs: ``(request or request iterator, context) -> None``, aborting.
+Reject = Callable[[Any, grpc.ServicerContext], None]
+
+_PREFIX = f"/{SERVICE_NAME}/"
+
+
+def is_deconv_method(method: str) -> bool:
+    """True when the full method path ``method`` belongs to the Deconv service."""
+    return method.startswith(_PREFIX)
+
+
+def rejecting(handler: grpc.RpcMethodHandler, reject: Reject) -> grpc.RpcMethodHandler:
+    """A handler of the same streaming kind as ``handler`` that runs ``reject``.
+
+    Parameters
+    ----------
+    handler : grpc.RpcMethodHandler
+        The handler the call would have had.
+    reject : callable
+        Called with the request (or request iterator) and the context; aborts the call.
+
+    Returns
+    -------
+    grpc.RpcMethodHandler
+    """
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(reject)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(reject)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(reject)
+    return grpc.unary_unary_rpc_method_handler(reject)
+
+
+class _DeconvGate(grpc.ServerInterceptor):
+    """Hands Deconv RPCs that :meth:`_admits` refuses a handler that runs :meth:`_reject`.
+
+    Health and reflection always pass.
+    """
+
+    def _admits(self, details: grpc.HandlerCallDetails) -> bool:
+        raise NotImplementedError
+
+    @staticmethod
+    def _reject(request: Any, context: grpc.ServicerContext) -> None:
+        raise NotImplementedError
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        """The call's handler, or a rejecting one for a Deconv RPC the gate refuses."""
+        handler = continuation(handler_call_details)
+        if (
+            handler is None
+            or not is_deconv_method(handler_call_details.method)
+            or self._admits(handler_call_details)
+        ):
+            return handler
+        return rejecting(handler, self._reject)
+
+
+class DrainGate(_DeconvGate):
+    """Once closed, answer every new Deconv RPC UNAVAILABLE (health and reflection stay open)."""
+
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        """Start refusing new Deconv RPCs."""
+        self._closed.set()
+
+    def _admits(self, details: grpc.HandlerCallDetails) -> bool:
+        return not self._closed.is_set()
+
+    @staticmethod
+    def _reject(request: Any, context: grpc.ServicerContext) -> None:
+        context.abort(grpc.StatusCode.UNAVAILABLE, "server shutting down: retry on another replica")
+
+
+class TokenAuth(_DeconvGate):
+    """Require ``authorization: Bearer <token>`` on Deconv RPCs (health/reflection stay open).
+
+    Parameters
+    ----------
+    token : str
+        The token clients must send; compared in constant time.
+    """
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    @staticmethod
+    def _reject(request: Any, context: grpc.ServicerContext) -> None:
+        context.abort(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "missing or wrong credentials: send metadata 'authorization: Bearer <token>'",
+        )
+
+    def _admits(self, details: grpc.HandlerCallDetails) -> bool:
+        for key, value in details.invocation_metadata or ():
+            if key == "authorization":
+                given = value if isinstance(value, bytes) else str(value).encode()
+                if hmac.compare_digest(given, self._expected):
+                    return True
+        return False
