@@ -1,35 +1,41 @@
-"""Server assembly: servicer, health, reflection, TLS, token auth, metrics, logs, warmup, signals.
+"""Server assembly on grpc.aio: servicer, health, reflection, TLS, token auth, metrics, signals.
 
-:func:`create_server` binds and starts a server and returns at once; the kernels compile in a
-background thread and health (``grpc.health.v1``, services ``""`` and ``"deconv.v1.Deconv"``)
-flips from NOT_SERVING to SERVING when they are done. :func:`serve` is the blocking entry point of
-``deconv-server``: it prints ``deconv-server listening on HOST:PORT`` once bound, and on
-SIGTERM/SIGINT reports NOT_SERVING, stops taking RPCs (new ones get UNAVAILABLE) and lets
-in-flight RPCs finish within the grace period.
+The server runs on one asyncio event loop: a call that waits (for its request, for the core, for
+its caller to read) holds no thread, so health checks (Watch included) and reflection keep
+answering whatever the Deconv RPCs do. The core computes on its own thread
+(:mod:`deconv_server.compute`).
 
-Reflection answers as ``grpc.reflection.v1`` and ``v1alpha`` (:mod:`deconv_server.reflection`).
-Operations: TLS or mutual TLS when ``tls_cert``/``tls_key`` (and ``tls_client_ca``) are set
-(:mod:`deconv_server.tls`); bearer-token auth from ``auth_token`` or ``auth_token_file`` and the
-drain gate (:mod:`deconv_server.interceptors`); request ids, JSON access logs and Prometheus
-metrics for every RPC (:mod:`deconv_server.observe`, :mod:`deconv_server.metrics`); connection
-age and keepalive as gRPC server options so clients move to new replicas.
+:func:`start_server` runs that loop in a background thread and returns a :class:`ServerHandle`
+with blocking methods (tests, embedding); :func:`create_server` returns ``(handle, port)``.
+:func:`serve` is the entry point of ``deconv-server``: it prints ``deconv-server listening on
+HOST:PORT`` once bound, and on SIGTERM/SIGINT reports NOT_SERVING, answers new Deconv RPCs
+UNAVAILABLE (clients retry them elsewhere), lets admitted calls finish within the grace period
+and stops. Health (``grpc.health.v1``, services ``""`` and ``"deconv.v1.Deconv"``) is
+NOT_SERVING until the kernels are compiled.
+
+gRPC options bound what one connection can hold: ``max_streams_per_connection`` concurrent RPCs,
+no compressed requests (only identity: a compressed message could inflate far beyond what was
+sent), message size limits, keepalive and connection age (:func:`server_options`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
 import time
-from concurrent import futures
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import grpc.aio
 from deconv.wire import SERVICE_NAME
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 import deconv_core
+from deconv_server import compute
 from deconv_server.config import ServerConfig, format_host
 from deconv_server.interceptors import DrainGate, TokenAuth
 from deconv_server.logging_setup import configure_logging
@@ -51,24 +57,59 @@ __all__ = [
 
 _log = logging.getLogger("deconv_server")
 
-#: Threads beyond ``config.workers`` so health, info and reflection answer under full load.
-_SPARE_THREADS = 4
 #: Shortest time the drain answers UNAVAILABLE before stopping gRPC (see ServerHandle.drain).
 _LINGER_S = 0.2
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass
+class _Running:
+    """What :func:`_start` built, on its event loop."""
+
+    server: grpc.aio.Server
+    port: int
+    config: ServerConfig
+    servicer: DeconvServicer
+    health: Any
+    warm: threading.Event
+    gate: DrainGate
+    metrics: Metrics | None
+    metrics_port: int | None
+    warmup_task: asyncio.Task[None] | None = None
+
+    async def set_health(self, status: int) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def drain(self, grace: float, linger: float) -> None:
+        """NOT_SERVING, refuse new Deconv RPCs, wait for admitted ones, then stop gRPC."""
+        deadline = time.monotonic() + grace
+        await self.health.enter_graceful_shutdown()
+        self.gate.close()
+        await asyncio.sleep(max(0.0, min(linger, deadline - time.monotonic())))
+        while self.servicer.in_flight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        await self.stop(max(0.0, deadline - time.monotonic()))
+
+    async def stop(self, grace: float | None) -> None:
+        await self.health.enter_graceful_shutdown()
+        self.gate.close()
+        await self.server.stop(grace)
+        if self.metrics is not None:
+            await self.metrics.close()
 
 
 @dataclass
 class ServerHandle:
-    """A started server and the parts tests and :func:`serve` need.
+    """A started server whose event loop runs in a background thread; blocking methods.
 
     Attributes
     ----------
-    server : grpc.Server
     port : int
         The bound port (the real one when the config asked for 0).
     config : ServerConfig
     servicer : DeconvServicer
-    health : grpc_health.v1.health.HealthServicer
     warm : threading.Event
         Set once the kernels are compiled and health reports SERVING.
     metrics : Metrics or None
@@ -77,16 +118,15 @@ class ServerHandle:
         The bound port of the ``/metrics`` endpoint.
     """
 
-    server: grpc.Server
     port: int
     config: ServerConfig
     servicer: DeconvServicer
-    health: health.HealthServicer
     warm: threading.Event
     metrics: Metrics | None = None
     metrics_port: int | None = None
-    gate: DrainGate | None = field(default=None, repr=False)
-    _warmup_thread: threading.Thread | None = field(default=None, repr=False)
+    _running: _Running | None = field(default=None, repr=False)
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    _stopped: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def target(self) -> str:
@@ -100,6 +140,15 @@ class ServerHandle:
         """Block until SERVING (or ``timeout`` seconds); True when warm."""
         return self.warm.wait(timeout)
 
+    def _run(self, coro: Any) -> threading.Event:
+        assert self._loop is not None and self._running is not None
+        if self._stopped.is_set():
+            coro.close()
+            return self._stopped
+        future: Future[None] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        future.add_done_callback(lambda _: self._stopped.set())
+        return self._stopped
+
     def stop(self, grace: float | None = None) -> threading.Event:
         """Report NOT_SERVING, reject new RPCs, give in-flight ones ``grace`` seconds.
 
@@ -108,73 +157,39 @@ class ServerHandle:
         threading.Event
             Set when the server has fully stopped.
         """
-        self.health.enter_graceful_shutdown()
-        if self.gate is not None:
-            self.gate.close()
-        stopped = self.server.stop(grace)
-        if self.metrics is not None:
-            metrics = self.metrics
-            threading.Thread(
-                target=lambda: (stopped.wait(), metrics.close()),
-                name="deconv-metrics-stop",
-                daemon=True,
-            ).start()
-        return stopped
+        assert self._running is not None
+        return self._run(self._running.stop(grace))
 
     def drain(self, grace: float, linger: float = _LINGER_S) -> threading.Event:
         """Shut down without losing a call; what :func:`serve` does on SIGTERM.
 
         Reports NOT_SERVING and answers new Deconv RPCs UNAVAILABLE (clients retry elsewhere),
         for at least ``linger`` seconds and until the admitted ones have finished (at most
-        ``grace``), then stops gRPC with what remains of ``grace``. Stopping gRPC at once would
-        answer CANCELLED to calls that had arrived but were not yet handed to a handler; the gate
-        hands them UNAVAILABLE instead.
+        ``grace``), then stops gRPC with what remains of ``grace``.
 
         Returns
         -------
         threading.Event
             Set when the server has fully stopped.
         """
-        deadline = time.monotonic() + grace
-        self.health.enter_graceful_shutdown()
-        if self.gate is not None:
-            self.gate.close()
-        time.sleep(max(0.0, min(linger, deadline - time.monotonic())))
-        while self.servicer.in_flight > 0 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return self.stop(max(0.0, deadline - time.monotonic()))
-
-
-def _set_health(servicer: health.HealthServicer, status: int) -> None:
-    for name in ("", SERVICE_NAME):
-        servicer.set(name, status)
-
-
-def _warmup(handle: ServerHandle) -> None:
-    start = time.perf_counter()
-    try:
-        with CORE_LOCK:
-            deconv_core.warmup()
-    except Exception:
-        _log.exception("kernel warmup failed; health stays NOT_SERVING")
-        return
-    handle.warm.set()
-    _set_health(handle.health, health_pb2.HealthCheckResponse.SERVING)
-    _log.info("kernels warm in %.1f s; health SERVING", time.perf_counter() - start)
+        assert self._running is not None
+        return self._run(self._running.drain(grace, linger))
 
 
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
-    """gRPC server arguments: message limits, frame size, connection age and keepalive.
+    """gRPC server arguments: limits per message and connection, compression, keepalive, age.
 
     ``max_connection_age_s`` makes the server send GOAWAY to connections older than that (with
     ``max_connection_age_grace_s`` to finish their calls): clients reconnect, re-resolve DNS and
     spread over replicas that started after them. Keepalive pings detect dead peers; clients may
-    ping every 10 s or slower, even between calls.
+    ping every 10 s or slower, even between calls. Only uncompressed requests are accepted.
     """
     ms = 1000
     options = [
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_concurrent_streams", config.max_streams_per_connection),
+        ("grpc.compression_enabled_algorithms_bitset", 1),  # identity only
         ("grpc.so_reuseport", 0),
         # Accept large HTTP/2 frames (the protocol's maximum): fewer frames per tensor.
         ("grpc.http2.max_frame_size", (1 << 24) - 1),
@@ -192,8 +207,135 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
     return options
 
 
+def _warm_kernels() -> float:
+    with CORE_LOCK:
+        return deconv_core.warmup()
+
+
+async def _warmup(running: _Running) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        seconds = await loop.run_in_executor(compute.CORE_EXECUTOR, _warm_kernels)
+    except Exception:
+        _log.exception("kernel warmup failed; health stays NOT_SERVING")
+        return
+    running.warm.set()
+    await running.set_health(_SERVING)
+    _log.info("kernels warm in %.1f s; health SERVING", seconds)
+
+
+def _bind(server: grpc.aio.Server, config: ServerConfig, credentials: Any) -> int:
+    try:
+        if credentials is not None:
+            port = server.add_secure_port(config.address, credentials)
+        else:
+            port = server.add_insecure_port(config.address)
+    except RuntimeError as exc:
+        raise OSError(f"cannot bind {config.address}: {exc}") from exc
+    if port == 0:
+        raise OSError(f"cannot bind {config.address}")
+    return port
+
+
+async def _serve_metrics(
+    metrics: Metrics | None,
+    lock: Any,
+    servicer: DeconvServicer,
+    warm: threading.Event,
+    config: ServerConfig,
+) -> int | None:
+    if metrics is None:
+        return None
+    metrics.track(
+        lambda: servicer.in_flight, warm.is_set, lambda: compute.queued() + lock.waiting
+    )
+    try:
+        return await metrics.serve(config.host, config.metrics_port)
+    except OSError as exc:
+        raise OSError(f"cannot bind metrics port {config.metrics_port}: {exc}") from exc
+
+
+async def _start(config: ServerConfig) -> _Running:
+    """Build, bind and start the server on the running loop; warm the kernels in the background."""
+    credentials = server_credentials(config)
+    token = config.token()
+    metrics = Metrics() if config.metrics_port else None
+    gate = DrainGate()
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        ObservabilityInterceptor(metrics, SERVICE_NAME),
+        gate,
+    ]
+    if token:
+        interceptors.append(TokenAuth(token))
+    server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
+    warm = threading.Event()
+    lock = MeteredLock(CORE_LOCK, metrics) if metrics is not None else CORE_LOCK
+    servicer = DeconvServicer(config, warm=warm, lock=lock)
+    add_to_server(servicer, server)  # unparsable requests get INVALID_ARGUMENT
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
+    try:
+        port = _bind(server, config, credentials)
+        metrics_port = await _serve_metrics(metrics, lock, servicer, warm, config)
+    except BaseException:
+        await server.stop(0)
+        raise
+    running = _Running(
+        server, port, config, servicer, health_servicer, warm, gate, metrics, metrics_port
+    )
+    await running.set_health(_NOT_SERVING)
+    await server.start()
+    if config.warmup:
+        running.warmup_task = asyncio.create_task(_warmup(running))
+    else:
+        warm.set()
+        await running.set_health(_SERVING)
+    _log.info(
+        "listening on %s:%d (workers %d, %s%s%s)",
+        config.host,
+        port,
+        config.workers,
+        ("mutual TLS" if config.tls_client_ca else "TLS") if config.tls else "plaintext",
+        ", token auth" if token else "",
+        f", metrics on :{metrics_port}/metrics" if metrics_port else "",
+    )
+    return running
+
+
+class _LoopThread:
+    """The process's one event loop for servers started by :func:`start_server`.
+
+    gRPC's asyncio support keeps process-wide state and delivers completion events (a peer's
+    cancel, for one) to one loop, so every server of the process shares this loop.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                threading.Thread(target=run, name="deconv-loop", daemon=True).start()
+                ready.wait()
+                self._loop = loop
+            return self._loop
+
+
+_LOOP_THREAD = _LoopThread()
+
+
 def start_server(config: ServerConfig) -> ServerHandle:
-    """Build, bind and start a server; warm the kernels in the background.
+    """Start a server on the process's background event loop; return once it is bound.
 
     Parameters
     ----------
@@ -210,73 +352,21 @@ def start_server(config: ServerConfig) -> ServerHandle:
     deconv_server.config.ConfigError
         The token file or a TLS file is unreadable.
     """
-    credentials = server_credentials(config)
-    token = config.token()
-    metrics = Metrics() if config.metrics_port else None
-    observer = ObservabilityInterceptor(metrics, SERVICE_NAME)
-    gate = DrainGate()
-    interceptors: list[grpc.ServerInterceptor] = [observer, gate]
-    if token:
-        interceptors.append(TokenAuth(token))
-    server = grpc.server(
-        futures.ThreadPoolExecutor(
-            max_workers=config.workers + _SPARE_THREADS, thread_name_prefix="deconv-rpc"
-        ),
-        interceptors=interceptors,
-        options=server_options(config),
+    loop = _LOOP_THREAD.get()
+    running = asyncio.run_coroutine_threadsafe(_start(config), loop).result()
+    return ServerHandle(
+        running.port,
+        config,
+        running.servicer,
+        running.warm,
+        running.metrics,
+        running.metrics_port,
+        _running=running,
+        _loop=loop,
     )
-    warm = threading.Event()
-    lock = MeteredLock(CORE_LOCK, metrics) if metrics is not None else CORE_LOCK
-    servicer = DeconvServicer(config, warm=warm, lock=lock)
-    add_to_server(servicer, server)  # unparsable requests get INVALID_ARGUMENT
-    health_servicer = health.HealthServicer()
-    _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)  # v1 and v1alpha
-    try:
-        if credentials is not None:
-            port = server.add_secure_port(config.address, credentials)
-        else:
-            port = server.add_insecure_port(config.address)
-    except RuntimeError as exc:
-        server.stop(0)
-        raise OSError(f"cannot bind {config.address}: {exc}") from exc
-    if port == 0:
-        server.stop(0)
-        raise OSError(f"cannot bind {config.address}")
-    metrics_port = None
-    if metrics is not None:
-        metrics.track(lambda: servicer.in_flight, warm.is_set)
-        try:
-            metrics_port = metrics.serve(config.host, config.metrics_port)
-        except OSError as exc:
-            server.stop(0)
-            raise OSError(f"cannot bind metrics port {config.metrics_port}: {exc}") from exc
-    server.start()
-    handle = ServerHandle(
-        server, port, config, servicer, health_servicer, warm, metrics, metrics_port, gate
-    )
-    if config.warmup:
-        handle._warmup_thread = threading.Thread(
-            target=_warmup, args=(handle,), name="deconv-warmup", daemon=True
-        )
-        handle._warmup_thread.start()
-    else:
-        warm.set()
-        _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
-    _log.info(
-        "listening on %s:%d (workers %d, %s%s%s)",
-        config.host,
-        port,
-        config.workers,
-        ("mutual TLS" if config.tls_client_ca else "TLS") if config.tls else "plaintext",
-        ", token auth" if token else "",
-        f", metrics on :{metrics_port}/metrics" if metrics_port else "",
-    )
-    return handle
 
 
-def create_server(config: ServerConfig) -> tuple[grpc.Server, int]:
+def create_server(config: ServerConfig) -> tuple[ServerHandle, int]:
     """Start a server without blocking; health flips to SERVING once the kernels are warm.
 
     Parameters
@@ -286,11 +376,43 @@ def create_server(config: ServerConfig) -> tuple[grpc.Server, int]:
 
     Returns
     -------
-    (grpc.Server, int)
-        The started server and its bound port. Stop it with ``server.stop(grace)``.
+    (ServerHandle, int)
+        The started server and its bound port. Stop it with ``server.stop(grace)`` (returns a
+        ``threading.Event`` set once stopped, like ``grpc.Server.stop``).
     """
     handle = start_server(config)
-    return handle.server, handle.port
+    return handle, handle.port
+
+
+async def _serve(config: ServerConfig) -> None:
+    running = await _start(config)
+    print(f"deconv-server listening on {format_host(config.host)}:{running.port}", flush=True)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = 0
+    tasks: list[asyncio.Task[None]] = []
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            _log.warning("second signal: stopping now")
+            tasks.append(loop.create_task(running.server.stop(0)))
+        _log.info(
+            "%s: draining for up to %.1f s", signal.Signals(signum).name, config.grace_seconds
+        )
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await stop.wait()
+    if config.shutdown_delay_s > 0:
+        # Keep serving while load balancers notice NOT_SERVING and route elsewhere.
+        await running.health.enter_graceful_shutdown()
+        _log.info("NOT_SERVING; draining starts in %.1f s", config.shutdown_delay_s)
+        await asyncio.sleep(config.shutdown_delay_s)
+    await running.drain(config.grace_seconds, _LINGER_S)
+    _log.info("stopped")
 
 
 def serve(config: ServerConfig) -> int:
@@ -304,28 +426,6 @@ def serve(config: ServerConfig) -> int:
         Process exit code (0).
     """
     configure_logging(config.log_level, config.log_format)
-    handle = start_server(config)
-    print(f"deconv-server listening on {format_host(config.host)}:{handle.port}", flush=True)
-    stop = threading.Event()
-
-    def _on_signal(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            _log.warning("second signal: stopping now")
-            handle.server.stop(0)
-        _log.info(
-            "%s: draining for up to %.1f s", signal.Signals(signum).name, config.grace_seconds
-        )
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    stop.wait()
-    if config.shutdown_delay_s > 0:
-        # Keep serving while load balancers notice NOT_SERVING and route elsewhere.
-        handle.health.enter_graceful_shutdown()
-        _log.info("NOT_SERVING; draining starts in %.1f s", config.shutdown_delay_s)
-        stop.clear()
-        stop.wait(config.shutdown_delay_s)
-    handle.drain(config.grace_seconds).wait()
-    _log.info("stopped")
+    compute.limit_malloc_arenas()
+    asyncio.run(_serve(config))
     return 0

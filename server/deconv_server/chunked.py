@@ -1,16 +1,22 @@
 """Chunked transfer of the ``*Chunked`` RPCs: receive pending tensor bytes, send the result.
 
-The first message's request is checked like a unary one (limits included) before any buffer is
-allocated; each pending tensor then gets one buffer of its exact size, filled in stream order
-(input, weight, bias). The result goes back as a header plus ``CHUNK_BYTES`` slices of one
-little-endian array, so no message comes near the size limit however large the tensors are.
+The first message's request is checked like a unary one (limits included) before any of its
+bytes are held. Nothing is allocated from what the header claims: each pending tensor's buffer
+grows as its bytes arrive, and each data message's bytes are reserved in the in-flight budget
+when it arrives, so a header that promises gigabytes and sends nothing holds nothing. Every data
+message must arrive within ``message_timeout_s`` of the previous one. The result goes back as a
+header plus slices of at most ``CHUNK_BYTES`` (``response_chunk_bytes`` is clamped to
+``[MIN_RESPONSE_CHUNK_BYTES, CHUNK_BYTES]``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import grpc
+import grpc.aio
 import numpy as np
 from deconv import codec
 from deconv.v1 import deconv_pb2 as pb
@@ -18,76 +24,133 @@ from deconv.v1 import deconv_pb2 as pb
 from deconv_server.config import ServerConfig
 from deconv_server.convert import RequestPlan, decode_plan, plan_request, require_parsed
 from deconv_server.errors import RequestError
+from deconv_server.messages import read_message
 
-__all__ = ["output_chunks", "receive_call"]
+__all__ = ["MIN_RESPONSE_CHUNK_BYTES", "output_chunks", "receive_chunked"]
+
+#: Smallest data size per response message the server honours (smaller requests are raised to
+#: it: one message per few bytes would take hours for a large result).
+MIN_RESPONSE_CHUNK_BYTES = 64 * 1024
 
 
-def receive_call(
+class _Buffers:
+    """The pending tensors' bytes, grown as they arrive; :meth:`clear` frees them at once."""
+
+    def __init__(self, plan: RequestPlan) -> None:
+        self.names = plan.pending()
+        self.sizes = [plan.nbytes[name] for name in self.names]
+        self.total = sum(self.sizes)
+        self.data = [bytearray() for _ in self.names]
+        self.received = 0
+        self._slot = 0
+
+    def add(self, op: str, data: memoryview) -> None:
+        off = 0
+        while off < len(data):
+            while self._slot < len(self.names) and len(self.data[self._slot]) == self.sizes[
+                self._slot
+            ]:
+                self._slot += 1
+            if self._slot == len(self.names):
+                raise RequestError(
+                    f"{op}: the stream carries more than the {self.total} bytes its pending "
+                    f"tensors ({', '.join(self.names) or 'none'}) need"
+                )
+            buf = self.data[self._slot]
+            n = min(self.sizes[self._slot] - len(buf), len(data) - off)
+            buf += data[off : off + n]
+            off += n
+            self.received += n
+
+    def payloads(self) -> dict[str, bytearray]:
+        return dict(zip(self.names, self.data, strict=True))
+
+    def clear(self) -> None:
+        for buf in self.data:
+            buf.clear()  # frees the memory even while a traceback still refers to this object
+
+
+async def receive_chunked(
     op: str,
-    messages: Iterable[Any],
+    first: Any,
+    context: grpc.aio.ServicerContext,
     config: ServerConfig,
-    reserve: Callable[[RequestPlan], None] | None = None,
+    reserve: Callable[[str, int], None],
 ) -> tuple[RequestPlan, tuple[Any, ...], int]:
-    """Read a whole chunked request and decode it.
+    """Check the first message, receive the pending bytes, decode.
 
     Parameters
     ----------
     op : {"conv", "conv_transpose"}
-    messages : iterable of ConvRequestChunk or TransposedConvRequestChunk
+    first : ConvRequestChunk or TransposedConvRequestChunk
+        The call's first message (already read).
+    context : grpc.aio.ServicerContext
+        Where the data messages are read from.
     config : ServerConfig
-    reserve : callable, optional
-        Called with the checked plan before any buffer is allocated (the in-flight byte
-        budget); may raise to refuse the call.
+    reserve : callable
+        ``reserve(op, nbytes)`` of the in-flight budget; may raise to refuse the call.
 
     Returns
     -------
     (RequestPlan, arrays, int)
         The plan, its decoded (input, weight, bias) arrays, and the data bytes per response
-        message the caller asked for (0 = default).
+        message (the caller's ``response_chunk_bytes``, clamped; 0 = the server's choice).
 
     Raises
     ------
     RequestError
         No request first, a request again later, or a byte total that does not match.
+    deconv_server.errors.RequestTimeoutError
+        A data message did not come within ``config.message_timeout_s``.
     """
-    stream = iter(messages)
-    first = next(stream, None)
-    if first is not None:
-        first = require_parsed(op, first)
-    if first is None or first.WhichOneof("part") != "request":
+    first = require_parsed(op, first)
+    if first.WhichOneof("part") != "request":
         raise RequestError(f"{op}: the first message of a chunked call must carry the request")
     plan = plan_request(op, first.request, config, chunked=True)
-    if reserve is not None:
-        reserve(plan)
-    pending = plan.pending()
-    buffers = {name: bytearray(plan.nbytes[name]) for name in pending}
-    total = sum(plan.nbytes[name] for name in pending)
-    views = [memoryview(buffers[name]) for name in pending]
-    slot, pos, received = 0, 0, 0
-    for message in stream:
-        message = require_parsed(op, message)
-        if message.WhichOneof("part") != "data":
-            raise RequestError(f"{op}: only data messages may follow the first message")
-        data = memoryview(message.data)
-        off = 0
-        while off < len(data):
-            if slot == len(views):
-                raise RequestError(
-                    f"{op}: the stream carries more than the {total} bytes its pending tensors "
-                    f"({', '.join(pending) or 'none'}) need"
-                )
-            view = views[slot]
-            n = min(len(view) - pos, len(data) - off)
-            view[pos : pos + n] = data[off : off + n]
-            pos, off, received = pos + n, off + n, received + n
-            if pos == len(view):
-                slot, pos = slot + 1, 0
-    if received != total:
-        raise RequestError(
-            f"{op}: the stream ended after {received} of the {total} bytes its pending tensors "
-            f"({', '.join(pending)}) need"
-        )
-    return plan, decode_plan(plan, buffers), max(0, int(first.response_chunk_bytes))
+    reserve(op, sum(plan.nbytes.values()) - sum(plan.nbytes[n] for n in plan.pending()))
+    asked = int(first.response_chunk_bytes)
+    buffers = _Buffers(plan)
+    try:
+        while True:
+            message = await read_message(context, op, config.message_timeout_s)
+            if message is grpc.aio.EOF:
+                break
+            message = require_parsed(op, message)
+            if message.WhichOneof("part") != "data":
+                raise RequestError(f"{op}: only data messages may follow the first message")
+            data = memoryview(message.data)
+            reserve(op, len(data))
+            buffers.add(op, data)
+            del message, data
+        if buffers.received != buffers.total:
+            if await _caller_left(context):  # the stream ended because its caller left
+                raise asyncio.CancelledError
+            raise RequestError(
+                f"{op}: the stream ended after {buffers.received} of the {buffers.total} bytes "
+                f"its pending tensors ({', '.join(buffers.names)}) need"
+            )
+        arrays = decode_plan(plan, buffers.payloads())
+    except BaseException:
+        buffers.clear()
+        raise
+    return plan, arrays, _clamp(asked)
+
+
+async def _caller_left(context: grpc.aio.ServicerContext, wait: float = 0.1) -> bool:
+    """Whether the call was cancelled, polling up to ``wait`` seconds (a cancel's stream end may
+    arrive before the cancel itself)."""
+    end = asyncio.get_running_loop().time() + wait
+    while not context.cancelled():
+        if asyncio.get_running_loop().time() >= end:
+            return False
+        await asyncio.sleep(0.005)
+    return True
+
+
+def _clamp(asked: int) -> int:
+    if asked <= 0:
+        return 0
+    return max(MIN_RESPONSE_CHUNK_BYTES, min(codec.CHUNK_BYTES, asked))
 
 
 def output_chunks(
@@ -96,7 +159,7 @@ def output_chunks(
     """The result as a header message plus data messages.
 
     Each carries at most ``codec.CHUNK_BYTES``, half the message size limit, and ``requested``
-    (the caller's ``response_chunk_bytes``, when not 0).
+    (the caller's clamped ``response_chunk_bytes``, when not 0).
     """
     step = max(1, min(codec.CHUNK_BYTES, max_message_bytes // 2, requested or codec.CHUNK_BYTES))
     dtype, arr = codec.wire_array(y, dtype=wire_dtype)

@@ -264,7 +264,24 @@ class ServerConfig:
     #: Then the server cancels the call, so a stalled or trickling client cannot hold an
     #: admission slot and its buffers forever.
     upload_timeout_s: float = _setting(
-        300.0, Kind.SECONDS, "time a chunked call may take to send its request", lo=0, lo_open=True
+        120.0, Kind.SECONDS, "time a chunked call may take to send its request", lo=0, lo_open=True
+    )
+    #: From a call's headers to its (first) request message, and between two messages of a
+    #: chunked upload; then DEADLINE_EXCEEDED and everything the call held is freed.
+    message_timeout_s: float = _setting(
+        10.0, Kind.SECONDS, "wait for each request message of a call", lo=0, lo_open=True
+    )
+    #: Per response message; a caller that stops reading its result is cut off and its bytes freed.
+    write_timeout_s: float = _setting(
+        10.0, Kind.SECONDS, "wait for the caller to take each response message", lo=0, lo_open=True
+    )
+    #: Estimated from the call's plan (its FLOPs and its route's throughput) before decoding.
+    max_compute_seconds: float = _setting(
+        30.0, Kind.SECONDS, "longest a call may hold the compute core", lo=0, lo_open=True
+    )
+    #: HTTP/2 streams one connection may have open at once (gRPC's MAX_CONCURRENT_STREAMS).
+    max_streams_per_connection: int = _setting(
+        32, Kind.INT, "concurrent RPCs on one connection", lo=1, hi=2**31 - 1, group=_OPS
     )
 
     def __post_init__(self) -> None:

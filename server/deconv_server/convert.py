@@ -52,6 +52,20 @@ _PADDING_MODES: dict[int, Any] = {
     pb.PADDING_MODE_SAME: "same",
     pb.PADDING_MODE_SAME_LOWER: "same_lower",
 }
+_PADDING_FILLS = {
+    pb.PADDING_FILL_UNSPECIFIED: "zeros",
+    pb.PADDING_FILL_ZEROS: "zeros",
+    pb.PADDING_FILL_REFLECT: "reflect",
+    pb.PADDING_FILL_REPLICATE: "replicate",
+    pb.PADDING_FILL_CIRCULAR: "circular",
+}
+_CONVENTIONS = {
+    pb.CONVENTION_UNSPECIFIED: "default",
+    pb.CONVENTION_DEFAULT: "default",
+    pb.CONVENTION_KERAS: "keras",
+    pb.CONVENTION_ONNX: "onnx",
+    pb.CONVENTION_ONNXRUNTIME: "onnxruntime",
+}
 #: Wire dtype -> the planner's dtype name.
 _DTYPE_NAMES = {
     pb.DTYPE_FLOAT32: "float32",
@@ -140,10 +154,14 @@ class RequestPlan:
         return self.core.output_shape
 
     @property
+    def output_bytes(self) -> int:
+        """Bytes of the result on the wire."""
+        return self.core.output_elements * codec.numpy_dtype(self.wire_dtype).itemsize
+
+    @property
     def tensor_bytes(self) -> int:
         """Bytes of the request's tensors plus its result, as sent on the wire."""
-        out = self.core.output_elements * codec.numpy_dtype(self.wire_dtype).itemsize
-        return sum(self.nbytes.values()) + out
+        return sum(self.nbytes.values()) + self.output_bytes
 
     def pending(self) -> list[str]:
         """Tensors of a chunked request whose bytes follow the first message, in stream order."""
@@ -195,12 +213,14 @@ def _core_plan(op: str, request: Any, tensors: dict[str, Any]) -> deconv_core.Pl
     )
     shapes = (tensors["input"].shape, tensors["weight"].shape, None if bias is None else bias.shape)
     if op == "conv":
-        return deconv_core.plan_conv(*shapes, **common)
+        fill = _enum(op, "padding_fill", request.padding_fill, _PADDING_FILLS, pb.PaddingFill)
+        return deconv_core.plan_conv(*shapes, **common, padding_mode=fill)
     return deconv_core.plan_conv_transpose(
         *shapes,
         **common,
         output_padding=request.output_padding or 0,
         output_shape=request.output_shape or None,
+        convention=_enum(op, "convention", request.convention, _CONVENTIONS, pb.Convention),
     )
 
 

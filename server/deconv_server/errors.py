@@ -11,6 +11,7 @@ __all__ = [
     "DeadlineError",
     "RequestError",
     "RequestLimitError",
+    "RequestTimeoutError",
     "ResultTooLargeError",
     "ServerError",
 ]
@@ -42,6 +43,11 @@ class BusyError(ServerError):
 
 class DeadlineError(ServerError, TimeoutError):
     """The deadline passed before the core was free (DEADLINE_EXCEEDED)."""
+
+
+class RequestTimeoutError(DeadlineError):
+    """A phase the caller controls took too long: sending a request message, the whole upload,
+    or reading a response message (DEADLINE_EXCEEDED; the call's buffers are freed)."""
 
 
 class CancelledError(ServerError):

@@ -3,7 +3,9 @@
 Both act only on methods of ``deconv.v1.Deconv`` (:data:`deconv.wire.SERVICE_NAME`); health and
 reflection always pass, so probes and tools keep working while the server drains or when they
 hold no token. A refused call gets a handler of the same streaming kind as the real one, which
-aborts with the status, so the call fails cleanly whatever its shape.
+aborts with the status before reading any request message of a streaming call (the compute
+RPCs), so a refused caller makes the server hold no more than gRPC's flow-control window.
+Both are grpc.aio interceptors.
 """
 
 from __future__ import annotations
@@ -14,14 +16,22 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+import grpc.aio
 from deconv.wire import SERVICE_NAME
 
-__all__ = ["DrainGate", "TokenAuth", "is_deconv_method", "rejecting"]
+__all__ = ["DrainGate", "TokenAuth", "abort_keeping_trailers", "is_deconv_method", "rejecting"]
 
-#: What a rejecting handler runs: ``(request or request iterator, context) -> None``, aborting.
-Reject = Callable[[Any, grpc.ServicerContext], None]
+#: What a rejecting handler runs: ``async (request or request iterator, context)``, aborting.
+Reject = Callable[[Any, grpc.aio.ServicerContext], Any]
 
 _PREFIX = f"/{SERVICE_NAME}/"
+
+
+async def abort_keeping_trailers(
+    context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str
+) -> None:
+    """``context.abort`` that keeps the trailing metadata already set (the request id)."""
+    await context.abort(code, message, trailing_metadata=tuple(context.trailing_metadata() or ()))
 
 
 def is_deconv_method(method: str) -> bool:
@@ -52,7 +62,7 @@ def rejecting(handler: grpc.RpcMethodHandler, reject: Reject) -> grpc.RpcMethodH
     return grpc.unary_unary_rpc_method_handler(reject)
 
 
-class _DeconvGate(grpc.ServerInterceptor):
+class _DeconvGate(grpc.aio.ServerInterceptor):
     """Hands Deconv RPCs that :meth:`_admits` refuses a handler that runs :meth:`_reject`.
 
     Health and reflection always pass.
@@ -62,16 +72,16 @@ class _DeconvGate(grpc.ServerInterceptor):
         raise NotImplementedError
 
     @staticmethod
-    def _reject(request: Any, context: grpc.ServicerContext) -> None:
+    async def _reject(request: Any, context: grpc.aio.ServicerContext) -> None:
         raise NotImplementedError
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         """The call's handler, or a rejecting one for a Deconv RPC the gate refuses."""
-        handler = continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         if (
             handler is None
             or not is_deconv_method(handler_call_details.method)
@@ -95,8 +105,10 @@ class DrainGate(_DeconvGate):
         return not self._closed.is_set()
 
     @staticmethod
-    def _reject(request: Any, context: grpc.ServicerContext) -> None:
-        context.abort(grpc.StatusCode.UNAVAILABLE, "server shutting down: retry on another replica")
+    async def _reject(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await abort_keeping_trailers(
+            context, grpc.StatusCode.UNAVAILABLE, "server shutting down: retry on another replica"
+        )
 
 
 class TokenAuth(_DeconvGate):
@@ -112,8 +124,9 @@ class TokenAuth(_DeconvGate):
         self._expected = f"Bearer {token}".encode()
 
     @staticmethod
-    def _reject(request: Any, context: grpc.ServicerContext) -> None:
-        context.abort(
+    async def _reject(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await abort_keeping_trailers(
+            context,
             grpc.StatusCode.UNAUTHENTICATED,
             "missing or wrong credentials: send metadata 'authorization: Bearer <token>'",
         )

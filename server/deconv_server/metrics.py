@@ -18,21 +18,39 @@ deconv_core_seconds_total           counter   time the core spent computing
 deconv_warm                         gauge     1 once the kernels are compiled (SERVING)
 =================================== ========= ================================================
 
-The queue and core series come from :class:`MeteredLock`, a drop-in for the core lock that the
-servicer is given instead of the bare lock.
+The core series come from :class:`MeteredLock`, a drop-in for the core lock that the servicer's
+jobs hold instead of the bare lock; the queue depth counts jobs waiting for the core thread and
+for the lock. The endpoint is served by the server's own event loop (no thread per connection):
+at most :data:`MAX_CONNECTIONS` at once, each given :data:`HTTP_TIMEOUT_S` to send its request
+and take the answer.
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
-__all__ = ["LATENCY_BUCKETS", "MeteredLock", "Metrics"]
+__all__ = ["HTTP_TIMEOUT_S", "LATENCY_BUCKETS", "MAX_CONNECTIONS", "MeteredLock", "Metrics"]
+
+#: Scrape connections served at once; more are closed at once.
+MAX_CONNECTIONS = 8
+#: Seconds a scrape connection gets to send its request and to take the answer.
+HTTP_TIMEOUT_S = 5.0
+#: Largest request head (request line plus headers) read from a scraper.
+_MAX_HEAD_BYTES = 8192
 
 #: Latency histogram buckets in seconds (1 ms .. 60 s).
 LATENCY_BUCKETS = (
@@ -74,13 +92,19 @@ class Metrics:
             "deconv_core_seconds", "Seconds the core spent computing", registry=r
         )
         self.warm = Gauge("deconv_warm", "1 once the kernels are compiled", registry=r)
-        self._httpd: Any = None
-        self._thread: threading.Thread | None = None
+        self._server: asyncio.Server | None = None
+        self._open = 0
 
-    def track(self, admitted: Callable[[], float], warm: Callable[[], bool]) -> None:
-        """Read the admitted count and warm flag from the server at scrape time."""
+    def track(
+        self,
+        admitted: Callable[[], float],
+        warm: Callable[[], bool],
+        queued: Callable[[], float],
+    ) -> None:
+        """Read the admitted count, warm flag and queue depth from the server at scrape time."""
         self.admitted.set_function(admitted)
         self.warm.set_function(lambda: 1.0 if warm() else 0.0)
+        self.queue_depth.set_function(queued)
 
     def observe(
         self, service: str, method: str, code: str, seconds: float, nbytes_in: int, nbytes_out: int
@@ -91,24 +115,48 @@ class Metrics:
         self.bytes_in.labels(method).inc(nbytes_in)
         self.bytes_out.labels(method).inc(nbytes_out)
 
-    def serve(self, host: str, port: int) -> int:
-        """Start the ``/metrics`` HTTP endpoint in a daemon thread; returns the bound port.
+    async def serve(self, host: str, port: int) -> int:
+        """Start the ``/metrics`` HTTP endpoint on the running event loop; returns its port.
 
         Raises
         ------
         OSError
             The address cannot be bound.
         """
-        host = host.strip("[]")
-        self._httpd, self._thread = start_http_server(port, addr=host, registry=self.registry)
-        return int(self._httpd.server_port)
+        self._server = await asyncio.start_server(self._handle, host.strip("[]"), port)
+        return int(self._server.sockets[0].getsockname()[1])
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Stop the HTTP endpoint (no-op when it never started)."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        self._open += 1
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HTTP_TIMEOUT_S)
+            line = head[: min(len(head), _MAX_HEAD_BYTES)].split(b"\r\n", 1)[0].split()
+            if len(line) >= 2 and line[0] == b"GET" and line[1].split(b"?")[0] == b"/metrics":
+                status, body, kind = b"200 OK", generate_latest(self.registry), CONTENT_TYPE_LATEST
+            else:
+                status, body, kind = b"404 Not Found", b"only GET /metrics\n", "text/plain"
+            writer.write(
+                b"HTTP/1.1 " + status + b"\r\nContent-Type: " + kind.encode()
+                + b"\r\nContent-Length: " + str(len(body)).encode()
+                + b"\r\nConnection: close\r\n\r\n" + body
+            )  # fmt: skip
+            await asyncio.wait_for(writer.drain(), HTTP_TIMEOUT_S)
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            pass  # a slow, oversized or broken scrape: drop the connection
+        finally:
+            self._open -= 1
+            writer.close()
 
 
 class MeteredLock:
@@ -125,15 +173,17 @@ class MeteredLock:
         self._lock = lock
         self._metrics = metrics
         self._since = 0.0
+        #: Threads waiting to acquire (part of the queue depth).
+        self.waiting = 0
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Acquire like :meth:`threading.Lock.acquire`, counted as queued while waiting."""
         m = self._metrics
-        m.queue_depth.inc()
+        self.waiting += 1
         try:
             acquired = self._lock.acquire(blocking, timeout)
         finally:
-            m.queue_depth.dec()
+            self.waiting -= 1
         if acquired:
             self._since = time.perf_counter()
             m.core_busy.set(1)

@@ -1,12 +1,14 @@
 """Per-RPC observability: request ids, one access log line and the Prometheus numbers of each RPC.
 
-:class:`ObservabilityInterceptor` wraps every method handler (unary and streaming, every
-service). For each RPC it
+:class:`ObservabilityInterceptor` (a grpc.aio interceptor) wraps every method handler (unary and
+streaming, every service). For each RPC it
 
 - takes the request id from ``x-request-id`` metadata (printable, at most 128 characters) or
   generates one, puts it in :data:`deconv_server.logging_setup.REQUEST_ID` for the server's own
   log records and echoes it in the trailing metadata;
-- counts serialized request and response bytes, the latency and the final status code;
+- counts serialized request and response bytes (handlers that read and write through the
+  context report theirs with :func:`count_received` and :func:`count_sent`), the latency and the
+  final status code;
 - logs one record on ``deconv_server.access`` (INFO for ``deconv.v1.Deconv``, DEBUG for
   health and reflection, so probes do not flood the log) whose message is the JSON of the RPC;
 - feeds :class:`deconv_server.metrics.Metrics` when metrics are on.
@@ -16,18 +18,22 @@ It must be the first interceptor so rejected calls (e.g. UNAUTHENTICATED) are lo
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import inspect
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+import grpc.aio
 
 from deconv_server.logging_setup import ACCESS_LOGGER, REQUEST_ID
 from deconv_server.metrics import Metrics
 
-__all__ = ["REQUEST_ID_KEY", "ObservabilityInterceptor"]
+__all__ = ["REQUEST_ID_KEY", "ObservabilityInterceptor", "count_received", "count_sent"]
 
 #: Metadata key carrying the request id both ways.
 REQUEST_ID_KEY = "x-request-id"
@@ -56,8 +62,10 @@ def request_id(metadata: Any) -> str:
 def _size(message: Any) -> int:
     try:
         return int(message.ByteSize())
-    except AttributeError:  # raw bytes (generic handlers)
-        return len(message) if isinstance(message, bytes | bytearray) else 0
+    except AttributeError:  # raw bytes, or an unparsed stand-in
+        if isinstance(message, bytes | bytearray):
+            return len(message)
+        return int(getattr(message, "size", 0))
 
 
 class _Rpc:
@@ -71,15 +79,15 @@ class _Rpc:
         self.bytes_in = 0
         self.bytes_out = 0
         self.start = time.perf_counter()
-        self.token: Any = None
+        self.tokens: list[Any] = []
 
-    def begin(self, context: grpc.ServicerContext) -> None:
-        self.token = REQUEST_ID.set(self.request_id)
+    def begin(self, context: grpc.aio.ServicerContext) -> None:
+        self.tokens = [REQUEST_ID.set(self.request_id), _CURRENT.set(self)]
         context.set_trailing_metadata(((REQUEST_ID_KEY, self.request_id),))
         if self.obs.metrics is not None:
             self.obs.metrics.in_flight.inc()
 
-    def end(self, context: grpc.ServicerContext, exc: BaseException | None) -> None:
+    def end(self, context: grpc.aio.ServicerContext, exc: BaseException | None) -> None:
         seconds = time.perf_counter() - self.start
         code = _final_code(context, exc)
         obs = self.obs
@@ -105,42 +113,64 @@ class _Rpc:
             # The JSON formatter puts the fields at the top level; the message is for text logs.
             message = f"{self.service}/{self.method} {code} {fields['duration_ms']} ms"
             _access.log(level, message, extra={"fields": fields})
-        if self.token is not None:
-            REQUEST_ID.reset(self.token)
-            self.token = None
+        for var, token in zip((REQUEST_ID, _CURRENT), self.tokens, strict=False):
+            try:
+                var.reset(token)
+            except ValueError:  # ended in another task's context (streams): nothing to undo
+                pass
+        self.tokens = []
 
-    def counted(self, messages: Iterator[Any]) -> Iterator[Any]:
-        for message in messages:
+    async def counted(self, messages: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for message in messages:
             self.bytes_in += _size(message)
             yield message
 
 
-def _peer(context: grpc.ServicerContext) -> str:
+_CURRENT: contextvars.ContextVar[_Rpc | None] = contextvars.ContextVar(
+    "deconv_current_rpc", default=None
+)
+
+
+def count_received(message: Any) -> None:
+    """Count a request message the current RPC's handler read itself."""
+    rpc = _CURRENT.get()
+    if rpc is not None:
+        rpc.bytes_in += _size(message)
+
+
+def count_sent(message: Any) -> None:
+    """Count a response message the current RPC's handler wrote itself."""
+    rpc = _CURRENT.get()
+    if rpc is not None:
+        rpc.bytes_out += _size(message)
+
+
+def _peer(context: grpc.aio.ServicerContext) -> str:
     try:
         return str(context.peer())
     except Exception:  # peer is informational only
         return ""
 
 
-def _final_code(context: grpc.ServicerContext, exc: BaseException | None) -> str:
+def _final_code(context: grpc.aio.ServicerContext, exc: BaseException | None) -> str:
     """Status name the client sees for a handler that returned or raised ``exc``."""
+    if isinstance(exc, asyncio.CancelledError):
+        remaining = context.time_remaining()
+        return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
     try:
         code = context.code()
     except Exception:
         code = None
     if isinstance(code, grpc.StatusCode):
         return code.name
-    if isinstance(exc, GeneratorExit):
-        return "CANCELLED"
+    if isinstance(code, int) and code:  # grpc.aio reports the raw status number
+        return grpc.StatusCode(next(c for c in grpc.StatusCode if c.value[0] == code)).name
     if exc is not None:
         return "UNKNOWN"  # an exception escaped the handler: gRPC answers UNKNOWN
-    if not context.is_active():
-        remaining = context.time_remaining()
-        return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
     return "OK"
 
 
-class ObservabilityInterceptor(grpc.ServerInterceptor):
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     """Request ids, access log lines and metrics for every RPC.
 
     Parameters
@@ -155,9 +185,13 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
         self.metrics = metrics
         self.main_service = main_service
 
-    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
         """Wrap the handler's behaviour; unknown methods pass through untouched."""
-        handler = continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
@@ -166,60 +200,67 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, method, metadata, False), **kw
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                self._unary(handler.stream_unary, method, metadata, True), **kw
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._streaming(handler.unary_stream, method, metadata, False), **kw
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            self._streaming(handler.stream_stream, method, metadata, True), **kw
-        )
+        for kind, make in _KINDS:
+            behavior = getattr(handler, kind)
+            if behavior is not None:
+                streamed = kind.startswith("stream")
+                return make(self._wrap(behavior, method, metadata, streamed), **kw)
+        return handler
 
-    def _unary(
+    def _wrap(
         self, behavior: Callable[..., Any], method: str, metadata: Any, streamed: bool
     ) -> Callable[..., Any]:
-        def handle(request: Any, context: grpc.ServicerContext) -> Any:
-            rpc = _Rpc(self, method, metadata)
-            rpc.begin(context)
-            if streamed:
-                request = rpc.counted(request)
-            else:
-                rpc.bytes_in = _size(request)
+        if inspect.isasyncgenfunction(behavior):
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                rpc = self._start(method, metadata, request, context, streamed)
+                try:
+                    async for message in behavior(_input(rpc, request, streamed), context):
+                        rpc.bytes_out += _size(message)
+                        yield message
+                except BaseException as exc:
+                    rpc.end(context, exc)
+                    raise
+                rpc.end(context, None)
+
+            return stream
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            rpc = self._start(method, metadata, request, context, streamed)
             try:
-                response = behavior(request, context)
+                response = await behavior(_input(rpc, request, streamed), context)
             except BaseException as exc:
                 rpc.end(context, exc)
                 raise
-            rpc.bytes_out = _size(response) if response is not None else 0
+            if response is not None:
+                rpc.bytes_out += _size(response)
             rpc.end(context, None)
             return response
 
-        return handle
+        return call
 
-    def _streaming(
-        self, behavior: Callable[..., Any], method: str, metadata: Any, streamed: bool
-    ) -> Callable[..., Iterator[Any]]:
-        def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            rpc = _Rpc(self, method, metadata)
-            rpc.begin(context)
-            if streamed:
-                request = rpc.counted(request)
-            else:
-                rpc.bytes_in = _size(request)
-            try:
-                for message in behavior(request, context):
-                    rpc.bytes_out += _size(message)
-                    yield message
-            except BaseException as exc:
-                rpc.end(context, exc)
-                raise
-            rpc.end(context, None)
+    def _start(
+        self,
+        method: str,
+        metadata: Any,
+        request: Any,
+        context: grpc.aio.ServicerContext,
+        streamed: bool,
+    ) -> _Rpc:
+        rpc = _Rpc(self, method, metadata)
+        rpc.begin(context)
+        if not streamed:
+            rpc.bytes_in = _size(request)
+        return rpc
 
-        return handle
+
+def _input(rpc: _Rpc, request: Any, streamed: bool) -> Any:
+    return rpc.counted(request) if streamed else request
+
+
+_KINDS = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler),
+)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import grpc
+import grpc.aio
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
@@ -72,9 +73,9 @@ def _ensure_v1_descriptor(pool: descriptor_pool.DescriptorPool) -> None:
 
 def enable_reflection(
     service_names: Iterable[str],
-    server: grpc.Server,
+    server: grpc.aio.Server,
     pool: descriptor_pool.DescriptorPool | None = None,
-) -> reflection.ReflectionServicer:
+) -> reflection.BaseReflectionServicer:
     """Serve reflection v1 and v1alpha on ``server``, listing ``service_names`` and both.
 
     Parameters
@@ -82,20 +83,20 @@ def enable_reflection(
     service_names : iterable of str
         Full names of the other services ``ListServices`` reports (the reflection services are
         added).
-    server : grpc.Server
+    server : grpc.aio.Server
         Not started yet.
     pool : DescriptorPool, optional
         Where descriptors are looked up; default the protobuf default pool.
 
     Returns
     -------
-    grpc_reflection.v1alpha.reflection.ReflectionServicer
-        The servicer behind both services.
+    grpc_reflection.v1alpha.reflection.aio.ReflectionServicer
+        The (asyncio) servicer behind both services.
     """
     pool = descriptor_pool.Default() if pool is None else pool
     _ensure_v1_descriptor(pool)
     names = {*service_names, V1ALPHA_SERVICE_NAME, V1_SERVICE_NAME}
-    servicer = reflection.ReflectionServicer(names, pool=pool)
+    servicer = reflection.aio.ReflectionServicer(names, pool=pool)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
     handlers = {
         _METHOD: grpc.stream_stream_rpc_method_handler(
@@ -107,5 +108,4 @@ def enable_reflection(
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(V1_SERVICE_NAME, handlers),)
     )
-    server.add_registered_method_handlers(V1_SERVICE_NAME, handlers)
     return servicer

@@ -1,23 +1,28 @@
-"""The ``deconv.v1.Deconv`` servicer: decode, compute under the core lock, encode.
+"""The ``deconv.v1.Deconv`` servicer on grpc.aio: read, plan, compute on the core, write.
 
-Unary RPCs carry whole tensors; the ``*Chunked`` RPCs stream them (see
-:mod:`deconv_server.chunked`) and otherwise run the same checks, lock and status mapping.
+Every call runs as a coroutine, so a call that waits (for its request, for the core, for its
+caller to read the result) holds no thread. Each phase a caller controls has a time bound:
+``message_timeout_s`` from the headers to each request message (and between chunks of an upload),
+``upload_timeout_s`` for a whole chunked upload, ``write_timeout_s`` for each response message,
+and ``max_compute_seconds`` for the core's time, estimated from the plan before anything is
+decoded. The unary ``Conv``/``TransposedConv`` are served through gRPC's reader/writer API
+(identical on the wire to unary), so their request and response get the same bounds.
 
-The core's Numba parallel region is not safe for two callers at once (the workqueue threading
-layer aborts the process), and each call already uses every core, so all core calls of the
-process go through :data:`CORE_LOCK`. Requests admitted beyond ``config.workers`` get
-UNAVAILABLE at once; a request whose deadline passes while it waits for the lock gets
-DEADLINE_EXCEEDED without computing, and one its caller cancels leaves the queue (and frees its
-admission slot) within :data:`_POLL_SECONDS`. Errors map to status codes through
+A call is admitted (``workers`` at once, then UNAVAILABLE) only once its first request message has
+arrived, so calls that never send one cost the server nothing but a coroutine until their timeout.
+Bytes are reserved in the in-flight budget as they arrive (:mod:`deconv_server.chunked`), the
+result and the plan's scratch memory before computing, and released when the call ends on any
+path. A caller that cancels, or whose deadline passes, stops its computation at the next batch
+slice (:mod:`deconv_server.compute`). Errors map to status codes through
 :func:`deconv_server.status.status_for`.
 
-Register the servicer with :func:`add_to_server` rather than the generated
-``add_DeconvServicer_to_server``: its deserializers never raise, so a request whose bytes do not
-parse gets INVALID_ARGUMENT instead of gRPC's INTERNAL "Exception deserializing request!".
+Register the servicer with :func:`add_to_server`: its deserializers never raise, so a request
+whose bytes do not parse gets INVALID_ARGUMENT instead of gRPC's INTERNAL.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -25,19 +30,18 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+import grpc.aio
 import numpy as np
 from deconv import codec
 from deconv.v1 import deconv_pb2 as pb
-from deconv.v1 import deconv_pb2_grpc as pb_grpc
 
 import deconv_core
-from deconv_server import __version__
+from deconv_server import __version__, compute
 from deconv_server.budget import ByteBudget
-from deconv_server.chunked import output_chunks, receive_call
+from deconv_server.chunked import output_chunks, receive_chunked
 from deconv_server.config import ServerConfig
 from deconv_server.convert import (
     RequestPlan,
@@ -47,37 +51,38 @@ from deconv_server.convert import (
     plan_request,
     require_parsed,
 )
-from deconv_server.errors import BusyError, CancelledError, DeadlineError, RequestError
+from deconv_server.errors import (
+    BusyError,
+    RequestError,
+    RequestLimitError,
+    RequestTimeoutError,
+    ServerError,
+)
+from deconv_server.messages import read_message, write_message
 from deconv_server.status import status_for, trailers_for
 
 __all__ = ["CORE_LOCK", "INSTANCE_ID", "DeconvServicer", "add_to_server"]
 
 _log = logging.getLogger("deconv_server")
 
-#: Serialises every deconv_core call of the process (warmup included).
-CORE_LOCK = threading.Lock()
+#: Serialises every deconv_core call of the process (see :mod:`deconv_server.compute`).
+CORE_LOCK = compute.CORE_LOCK
 
 #: Identifies this process among replicas: hostname:pid:random.
 INSTANCE_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
-#: A planned request and its decoded arrays (input, weight, bias or None).
-Call = tuple[RequestPlan, tuple[np.ndarray, np.ndarray, np.ndarray | None]]
-_NO_DEADLINE = 1e8
-#: How often a request waiting for the core checks whether its caller is still there.
-_POLL_SECONDS = 0.05
 
-
-class DeconvServicer(pb_grpc.DeconvServicer):
-    """Implements Conv, TransposedConv and GetServerInfo.
+class DeconvServicer:
+    """Implements the Deconv RPCs on grpc.aio.
 
     Parameters
     ----------
     config : ServerConfig
-        Limits in force.
+        Limits and timeouts in force.
     warm : threading.Event, optional
         Set once the kernels are compiled; reported by GetServerInfo.
-    lock : threading.Lock, optional
-        The lock serialising core calls (default :data:`CORE_LOCK`).
+    lock : lock-like, optional
+        What core jobs hold while computing (default :data:`CORE_LOCK`; a metered wrapper).
     """
 
     def __init__(
@@ -90,7 +95,6 @@ class DeconvServicer(pb_grpc.DeconvServicer):
         self._config = config
         self._warm = warm if warm is not None else threading.Event()
         self._lock = lock
-        self._state = threading.Lock()
         self._in_flight = 0
         self._budget = ByteBudget(config.max_inflight_bytes)
         self._served = 0
@@ -98,53 +102,44 @@ class DeconvServicer(pb_grpc.DeconvServicer):
 
     @property
     def budget(self) -> ByteBudget:
-        """Tensor bytes held by admitted requests (``config.max_inflight_bytes``)."""
+        """Bytes held by admitted requests (``config.max_inflight_bytes``)."""
         return self._budget
 
     @property
     def in_flight(self) -> int:
-        """Compute RPCs admitted and not finished (running or waiting for the core)."""
-        with self._state:
-            return self._in_flight
+        """Compute RPCs admitted and not finished (receiving, queued, computing or sending)."""
+        return self._in_flight
 
-    def Conv(self, request: pb.ConvRequest, context: grpc.ServicerContext) -> pb.ConvResponse:  # noqa: N802
-        """Convolution (see the proto)."""
-        return self._serve("conv", request, context)
+    async def Conv(self, requests: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+        """Convolution: one request message, one response message (see the proto)."""
+        await self._serve("conv", context, chunked=False)
 
-    def TransposedConv(  # noqa: N802
-        self, request: pb.TransposedConvRequest, context: grpc.ServicerContext
-    ) -> pb.ConvResponse:
-        """Transposed convolution (see the proto)."""
-        return self._serve("conv_transpose", request, context)
+    async def TransposedConv(self, requests: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+        """Transposed convolution: one request message, one response message."""
+        await self._serve("conv_transpose", context, chunked=False)
 
-    def ConvChunked(  # noqa: N802
-        self, request_iterator: Iterator[pb.ConvRequestChunk], context: grpc.ServicerContext
-    ) -> Iterator[pb.TensorChunk]:
+    async def ConvChunked(self, requests: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
         """Convolution with tensors sent and received in chunks."""
-        return self._serve_chunked("conv", request_iterator, context)
+        await self._serve("conv", context, chunked=True)
 
-    def TransposedConvChunked(  # noqa: N802
-        self,
-        request_iterator: Iterator[pb.TransposedConvRequestChunk],
-        context: grpc.ServicerContext,
-    ) -> Iterator[pb.TensorChunk]:
+    async def TransposedConvChunked(  # noqa: N802
+        self, requests: Any, context: grpc.aio.ServicerContext
+    ) -> None:
         """Transposed convolution with tensors sent and received in chunks."""
-        return self._serve_chunked("conv_transpose", request_iterator, context)
+        await self._serve("conv_transpose", context, chunked=True)
 
-    def GetServerInfo(  # noqa: N802
-        self, request: pb.GetServerInfoRequest, context: grpc.ServicerContext
+    async def GetServerInfo(  # noqa: N802
+        self, request: Any, context: grpc.aio.ServicerContext
     ) -> pb.GetServerInfoResponse:
         """Version, dtypes, ranks, limits in force, compute runtime, counters."""
         if isinstance(request, Unparsed):
-            context.abort(
+            await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"GetServerInfo: the request ({request.size} bytes) does not parse as a "
                 f"{request.type_name} message: {request.reason}",
             )
         cfg = self._config
         runtime = deconv_core.runtime_info()
-        with self._state:
-            served, failed = self._served, self._failed
         return pb.GetServerInfoResponse(
             version=__version__,
             dtypes=[pb.DTYPE_FLOAT32, pb.DTYPE_FLOAT64, pb.DTYPE_FLOAT16, pb.DTYPE_BFLOAT16],
@@ -163,155 +158,109 @@ class DeconvServicer(pb_grpc.DeconvServicer):
             threads=runtime["num_threads"],
             runtime={str(k): _text(v) for k, v in runtime.items()},
             instance_id=INSTANCE_ID,
-            requests_served=served,
-            requests_failed=failed,
+            requests_served=self._served,
+            requests_failed=self._failed,
             warm=self._warm.is_set(),
         )
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _serve(self, op: str, request: Any, context: grpc.ServicerContext) -> pb.ConvResponse:
-        with self._budget.holding() as reserve:
-
-            def prepare() -> Call:
-                plan = plan_request(op, require_parsed(op, request), self._config)
-                reserve(op, plan.tensor_bytes)
-                return plan, decode_plan(plan)
-
-            y, wire = self._execute(op, context, prepare)
-            response = pb.ConvResponse()
-            codec.encode(y, dtype=wire, out=response.output)
-            return response
-
-    def _serve_chunked(
-        self, op: str, messages: Iterator[Any], context: grpc.ServicerContext
-    ) -> Iterator[pb.TensorChunk]:
-        asked: list[int] = []
-        with self._budget.holding() as reserve:
-
-            def prepare() -> Call:
-                # A stalled upload would block this thread, its admission slot and its buffers
-                # forever: the server cancels the call when the upload takes too long.
-                timer = threading.Timer(self._config.upload_timeout_s, context.cancel)
-                timer.daemon = True
-                timer.start()
-                try:
-                    plan, arrays, chunk = receive_call(
-                        op, messages, self._config, lambda plan: reserve(op, plan.tensor_bytes)
-                    )
-                except (RequestError, grpc.RpcError) as exc:
-                    # A cancelled stream may end early before the context turns inactive:
-                    # give gRPC a moment to say whether the caller left (then it was no bad
-                    # request).
-                    if _caller_left(context):
-                        raise CancelledError(
-                            f"{op}: the caller left while sending the request"
-                        ) from exc
-                    raise
-                finally:
-                    timer.cancel()
-                asked.append(chunk)
-                return plan, arrays
-
-            y, wire = self._execute(op, context, prepare)
-            yield from output_chunks(y, wire, self._config.max_message_bytes, asked[0])
-
-    def _execute(
-        self, op: str, context: grpc.ServicerContext, prepare: Callable[[], Call]
-    ) -> tuple[np.ndarray, int]:
-        """Admit, prepare the call, compute under the lock; abort with the mapped status."""
-        admitted = False
+    async def _serve(self, op: str, context: grpc.aio.ServicerContext, *, chunked: bool) -> None:
         start = time.perf_counter()
         try:
-            self._admit(op)
-            admitted = True
-            plan, arrays = prepare()
-            y = self._compute(plan, arrays, context)
+            with self._budget.holding() as reserve:
+                await self._handle(op, context, reserve, chunked=chunked)
+        except asyncio.CancelledError:  # the caller left (cancel or deadline): no status to send
+            self._failed += 1
+            _log.info("%s -> CANCELLED: the caller left (cancel or deadline)", op)
+            raise
         except Exception as exc:
-            if isinstance(exc, grpc.RpcError) and not context.is_active():
-                # The request stream broke because the caller left (cancel or deadline).
-                exc = CancelledError(f"{op}: the caller left while sending the request")
+            self._failed += 1
             code, message = status_for(exc)
-            with self._state:
-                self._failed += 1
             _log.info("%s -> %s: %s", op, code.name, message)
-            trailers = trailers_for(exc)
-            if trailers:
-                context.set_trailing_metadata(trailers)
-            context.abort(code, message)
-            raise  # context.abort always raises; this keeps type checkers informed
+            # abort() replaces the trailing metadata: keep what is set (the request id).
+            trailers = (*(context.trailing_metadata() or ()), *trailers_for(exc))
+            await context.abort(code, message, trailing_metadata=trailers)
+        self._served += 1
+        _log.debug("%s done in %.1f ms", op, 1e3 * (time.perf_counter() - start))
+
+    async def _handle(
+        self, op: str, context: grpc.aio.ServicerContext, reserve: Any, *, chunked: bool
+    ) -> None:
+        cfg = self._config
+        first = await read_message(context, op, cfg.message_timeout_s)
+        if first is grpc.aio.EOF:
+            if chunked:
+                raise RequestError(
+                    f"{op}: the first message of a chunked call must carry the request (the "
+                    f"stream was empty)"
+                )
+            raise RequestError(f"{op}: the call ended without a request message")
+        self._admit(op)
+        try:
+            if chunked:
+                async with asyncio.timeout(cfg.upload_timeout_s):
+                    plan, arrays, asked = await receive_chunked(op, first, context, cfg, reserve)
+                # the tensors' bytes are reserved as they came; now the result and the scratch
+                reserve(op, plan.output_bytes + plan.core.workspace_bytes)
+            else:
+                plan, arrays = await self._receive_unary(op, first, context, reserve)
+            del first
+            y = await self._compute(plan, arrays)
+            del arrays
+            if chunked:
+                for message in output_chunks(y, plan.wire_dtype, cfg.max_message_bytes, asked):
+                    await write_message(context, op, message, cfg.write_timeout_s)
+            else:
+                response = pb.ConvResponse()
+                codec.encode(y, dtype=plan.wire_dtype, out=response.output)
+                del y
+                await write_message(context, op, response, cfg.write_timeout_s)
+        except TimeoutError as exc:
+            if isinstance(exc, ServerError):  # one message's timeout, already explained
+                raise
+            raise RequestTimeoutError(
+                f"{op}: the chunked upload took longer than {cfg.upload_timeout_s:g} s "
+                f"(DECONV_UPLOAD_TIMEOUT_S)"
+            ) from None
         finally:
-            if admitted:
-                with self._state:
-                    self._in_flight -= 1
-        with self._state:
-            self._served += 1
-        _log.debug(
-            "%s %s %s via %s -> %s in %.1f ms",
-            op,
-            list(plan.core.input_shape),
-            pb.DType.Name(plan.wire_dtype),
-            plan.core.route,
-            list(y.shape),
-            1e3 * (time.perf_counter() - start),
-        )
-        return y, plan.wire_dtype
+            self._in_flight -= 1
+
+    async def _receive_unary(
+        self, op: str, message: Any, context: grpc.aio.ServicerContext, reserve: Any
+    ) -> tuple[RequestPlan, tuple[Any, ...]]:
+        plan = plan_request(op, require_parsed(op, message), self._config)
+        reserve(op, plan.tensor_bytes + plan.core.workspace_bytes)  # the request has arrived
+        extra = await read_message(context, op, self._config.message_timeout_s)
+        if extra is not grpc.aio.EOF:
+            raise RequestError(f"{op}: a unary call carries exactly one request message")
+        return plan, decode_plan(plan)
+
+    async def _compute(self, plan: RequestPlan, arrays: Any) -> np.ndarray:
+        cfg = self._config
+        seconds = compute.estimate_seconds(plan.core)
+        if seconds > cfg.max_compute_seconds:
+            raise RequestLimitError(
+                f"{plan.op}: the request would hold the compute core for about {seconds:.0f} s "
+                f"({plan.core.flops} FLOPs on route {plan.core.route!r}), more than the "
+                f"server's limit of {cfg.max_compute_seconds:g} s; split the batch or send "
+                f"smaller tensors"
+            )
+        job = compute.Job(plan.core, arrays)
+        future = compute.submit(job, self._lock)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            job.cancelled.set()  # a queued job never starts; a running one stops at its next slice
+            raise
 
     def _admit(self, op: str) -> None:
-        with self._state:
-            if self._in_flight >= self._config.workers:
-                raise BusyError(
-                    f"{op}: server busy, {self._in_flight} requests in flight (limit "
-                    f"{self._config.workers}); retry later or on another replica"
-                )
-            self._in_flight += 1
-
-    def _acquire_core(self, op: str, context: grpc.ServicerContext) -> None:
-        """Wait for the core lock; give up when the deadline passes or the caller leaves."""
-        remaining = context.time_remaining()
-        start = time.monotonic()
-        deadline = None
-        if remaining is not None and remaining <= _NO_DEADLINE:
-            deadline = start + max(0.0, remaining)
-        while True:
-            step = _POLL_SECONDS
-            if deadline is not None:
-                step = min(step, max(0.0, deadline - time.monotonic()))
-            if self._lock.acquire(timeout=step):
-                return
-            expired = deadline is not None and time.monotonic() >= deadline
-            if expired or not context.is_active():
-                waited = time.monotonic() - start
-                if expired or (deadline is not None and deadline - time.monotonic() < 0.1):
-                    raise DeadlineError(
-                        f"{op}: the deadline passed after {waited:.3f} s waiting for the "
-                        f"compute core (busy with other requests)"
-                    )
-                raise CancelledError(
-                    f"{op}: the call was cancelled after {waited:.3f} s waiting for the "
-                    f"compute core"
-                )
-
-    def _compute(
-        self, plan: RequestPlan, arrays: tuple[Any, ...], context: grpc.ServicerContext
-    ) -> np.ndarray:
-        self._acquire_core(plan.op, context)
-        try:
-            if not context.is_active():
-                raise DeadlineError(f"{plan.op}: the call ended before the core was free")
-            return deconv_core.execute(plan.core, *arrays)
-        finally:
-            self._lock.release()
-
-
-def _caller_left(context: grpc.ServicerContext, wait: float = 0.05) -> bool:
-    """Whether the call ended (cancel, deadline), polling up to ``wait`` seconds."""
-    end = time.monotonic() + wait
-    while context.is_active():
-        if time.monotonic() >= end:
-            return False
-        time.sleep(0.01)
-    return True
+        if self._in_flight >= self._config.workers:
+            raise BusyError(
+                f"{op}: server busy, {self._in_flight} requests in flight (limit "
+                f"{self._config.workers}); retry later or on another replica"
+            )
+        self._in_flight += 1
 
 
 def _text(value: Any) -> str:
@@ -320,35 +269,35 @@ def _text(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def add_to_server(servicer: DeconvServicer, server: grpc.Server) -> None:
+def add_to_server(servicer: DeconvServicer, server: grpc.aio.Server) -> None:
     """Register ``servicer`` on ``server`` as ``deconv.v1.Deconv``.
 
-    Same handlers as the generated ``add_DeconvServicer_to_server``, except that the request
+    The compute methods are registered as streaming handlers (the reader/writer API), so that a
+    unary call's request and response get time bounds; on the wire a unary RPC is a stream of
+    one message each way, so clients see the unary methods of the proto. The request
     deserializers never raise: a request whose bytes do not parse reaches the servicer as an
-    :class:`~deconv_server.convert.Unparsed` and gets INVALID_ARGUMENT with the parser's reason
-    (the generated registration makes gRPC answer INTERNAL).
+    :class:`~deconv_server.convert.Unparsed` and gets INVALID_ARGUMENT.
 
     Parameters
     ----------
     servicer : DeconvServicer
-    server : grpc.Server
+    server : grpc.aio.Server
     """
-    unary = grpc.unary_unary_rpc_method_handler
     stream = grpc.stream_stream_rpc_method_handler
     reply = pb.ConvResponse.SerializeToString
     chunk = pb.TensorChunk.SerializeToString
     handlers = {
-        "Conv": unary(
+        "Conv": stream(
             servicer.Conv,
             request_deserializer=lenient_parser(pb.ConvRequest),
             response_serializer=reply,
         ),
-        "TransposedConv": unary(
+        "TransposedConv": stream(
             servicer.TransposedConv,
             request_deserializer=lenient_parser(pb.TransposedConvRequest),
             response_serializer=reply,
         ),
-        "GetServerInfo": unary(
+        "GetServerInfo": grpc.unary_unary_rpc_method_handler(
             servicer.GetServerInfo,
             request_deserializer=lenient_parser(pb.GetServerInfoRequest),
             response_serializer=pb.GetServerInfoResponse.SerializeToString,
@@ -366,4 +315,3 @@ def add_to_server(servicer: DeconvServicer, server: grpc.Server) -> None:
     }
     name = pb.DESCRIPTOR.services_by_name["Deconv"].full_name
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
-    server.add_registered_method_handlers(name, handlers)

@@ -39,6 +39,7 @@ STATUS_TABLE: dict[type[BaseException], grpc.StatusCode] = {
     errors.ResultTooLargeError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.BusyError: grpc.StatusCode.UNAVAILABLE,
     errors.DeadlineError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.RequestTimeoutError: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.CancelledError: grpc.StatusCode.CANCELLED,
     # Python: a huge allocation that failed despite the limits.
     MemoryError: grpc.StatusCode.RESOURCE_EXHAUSTED,
