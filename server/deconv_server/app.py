@@ -25,8 +25,7 @@ import logging
 import signal
 import threading
 import time
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -37,6 +36,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 import deconv_core
 from deconv_server import compute
 from deconv_server.config import ServerConfig, format_host
+from deconv_server.handle import LINGER_S, LOOP, ServerHandle
 from deconv_server.interceptors import DrainGate, TokenAuth
 from deconv_server.logging_setup import configure_logging
 from deconv_server.metrics import MeteredLock, Metrics
@@ -57,8 +57,6 @@ __all__ = [
 
 _log = logging.getLogger("deconv_server")
 
-#: Shortest time the drain answers UNAVAILABLE before stopping gRPC (see ServerHandle.drain).
-_LINGER_S = 0.2
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -98,82 +96,6 @@ class _Running:
         await self.server.stop(grace)
         if self.metrics is not None:
             await self.metrics.close()
-
-
-@dataclass
-class ServerHandle:
-    """A started server whose event loop runs in a background thread; blocking methods.
-
-    Attributes
-    ----------
-    port : int
-        The bound port (the real one when the config asked for 0).
-    config : ServerConfig
-    servicer : DeconvServicer
-    warm : threading.Event
-        Set once the kernels are compiled and health reports SERVING.
-    metrics : Metrics or None
-        The server's metrics when ``config.metrics_port`` is set.
-    metrics_port : int or None
-        The bound port of the ``/metrics`` endpoint.
-    """
-
-    port: int
-    config: ServerConfig
-    servicer: DeconvServicer
-    warm: threading.Event
-    metrics: Metrics | None = None
-    metrics_port: int | None = None
-    _running: _Running | None = field(default=None, repr=False)
-    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
-    _stopped: threading.Event = field(default_factory=threading.Event, repr=False)
-
-    @property
-    def target(self) -> str:
-        """``host:port`` a local client can dial."""
-        host = self.config.host
-        if host in ("0.0.0.0", "::", "[::]"):
-            host = "127.0.0.1"
-        return f"{format_host(host)}:{self.port}"
-
-    def wait_warm(self, timeout: float | None = None) -> bool:
-        """Block until SERVING (or ``timeout`` seconds); True when warm."""
-        return self.warm.wait(timeout)
-
-    def _run(self, coro: Any) -> threading.Event:
-        assert self._loop is not None and self._running is not None
-        if self._stopped.is_set():
-            coro.close()
-            return self._stopped
-        future: Future[None] = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        future.add_done_callback(lambda _: self._stopped.set())
-        return self._stopped
-
-    def stop(self, grace: float | None = None) -> threading.Event:
-        """Report NOT_SERVING, reject new RPCs, give in-flight ones ``grace`` seconds.
-
-        Returns
-        -------
-        threading.Event
-            Set when the server has fully stopped.
-        """
-        assert self._running is not None
-        return self._run(self._running.stop(grace))
-
-    def drain(self, grace: float, linger: float = _LINGER_S) -> threading.Event:
-        """Shut down without losing a call; what :func:`serve` does on SIGTERM.
-
-        Reports NOT_SERVING and answers new Deconv RPCs UNAVAILABLE (clients retry elsewhere),
-        for at least ``linger`` seconds and until the admitted ones have finished (at most
-        ``grace``), then stops gRPC with what remains of ``grace``.
-
-        Returns
-        -------
-        threading.Event
-            Set when the server has fully stopped.
-        """
-        assert self._running is not None
-        return self._run(self._running.drain(grace, linger))
 
 
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -247,7 +169,10 @@ async def _serve_metrics(
     if metrics is None:
         return None
     metrics.track(
-        lambda: servicer.in_flight, warm.is_set, lambda: compute.queued() + lock.waiting
+        lambda: servicer.in_flight,
+        warm.is_set,
+        lambda: compute.queued() + lock.waiting,
+        lambda: servicer.budget.used,
     )
     try:
         return await metrics.serve(config.host, config.metrics_port)
@@ -303,37 +228,6 @@ async def _start(config: ServerConfig) -> _Running:
     return running
 
 
-class _LoopThread:
-    """The process's one event loop for servers started by :func:`start_server`.
-
-    gRPC's asyncio support keeps process-wide state and delivers completion events (a peer's
-    cancel, for one) to one loop, so every server of the process shares this loop.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def get(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                ready = threading.Event()
-
-                def run() -> None:
-                    asyncio.set_event_loop(loop)
-                    loop.call_soon(ready.set)
-                    loop.run_forever()
-
-                threading.Thread(target=run, name="deconv-loop", daemon=True).start()
-                ready.wait()
-                self._loop = loop
-            return self._loop
-
-
-_LOOP_THREAD = _LoopThread()
-
-
 def start_server(config: ServerConfig) -> ServerHandle:
     """Start a server on the process's background event loop; return once it is bound.
 
@@ -352,7 +246,7 @@ def start_server(config: ServerConfig) -> ServerHandle:
     deconv_server.config.ConfigError
         The token file or a TLS file is unreadable.
     """
-    loop = _LOOP_THREAD.get()
+    loop = LOOP.get()
     running = asyncio.run_coroutine_threadsafe(_start(config), loop).result()
     return ServerHandle(
         running.port,
@@ -411,7 +305,7 @@ async def _serve(config: ServerConfig) -> None:
         await running.health.enter_graceful_shutdown()
         _log.info("NOT_SERVING; draining starts in %.1f s", config.shutdown_delay_s)
         await asyncio.sleep(config.shutdown_delay_s)
-    await running.drain(config.grace_seconds, _LINGER_S)
+    await running.drain(config.grace_seconds, LINGER_S)
     _log.info("stopped")
 
 

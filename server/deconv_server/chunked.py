@@ -70,20 +70,37 @@ class _Buffers:
             buf.clear()  # frees the memory even while a traceback still refers to this object
 
 
+def plan_first_chunk(op: str, first: Any, config: ServerConfig) -> RequestPlan:
+    """The plan of a chunked call's first message (checked, limits included; nothing held).
+
+    Raises
+    ------
+    RequestError
+        The first message does not carry the request.
+    """
+    first = require_parsed(op, first)
+    if first.WhichOneof("part") != "request":
+        raise RequestError(f"{op}: the first message of a chunked call must carry the request")
+    return plan_request(op, first.request, config, chunked=True)
+
+
 async def receive_chunked(
     op: str,
+    plan: RequestPlan,
     first: Any,
     context: grpc.aio.ServicerContext,
     config: ServerConfig,
     reserve: Callable[[str, int], None],
-) -> tuple[RequestPlan, tuple[Any, ...], int]:
-    """Check the first message, receive the pending bytes, decode.
+) -> tuple[tuple[Any, ...], int]:
+    """Receive a planned chunked call's pending bytes and decode its tensors.
 
     Parameters
     ----------
     op : {"conv", "conv_transpose"}
+    plan : RequestPlan
+        From :func:`plan_first_chunk`.
     first : ConvRequestChunk or TransposedConvRequestChunk
-        The call's first message (already read).
+        The call's first message (already read and planned).
     context : grpc.aio.ServicerContext
         Where the data messages are read from.
     config : ServerConfig
@@ -92,21 +109,17 @@ async def receive_chunked(
 
     Returns
     -------
-    (RequestPlan, arrays, int)
-        The plan, its decoded (input, weight, bias) arrays, and the data bytes per response
-        message (the caller's ``response_chunk_bytes``, clamped; 0 = the server's choice).
+    (arrays, int)
+        The decoded (input, weight, bias) arrays, and the data bytes per response message (the
+        caller's ``response_chunk_bytes``, clamped; 0 = the server's choice).
 
     Raises
     ------
     RequestError
-        No request first, a request again later, or a byte total that does not match.
+        A request again later, or a byte total that does not match.
     deconv_server.errors.RequestTimeoutError
         A data message did not come within ``config.message_timeout_s``.
     """
-    first = require_parsed(op, first)
-    if first.WhichOneof("part") != "request":
-        raise RequestError(f"{op}: the first message of a chunked call must carry the request")
-    plan = plan_request(op, first.request, config, chunked=True)
     reserve(op, sum(plan.nbytes.values()) - sum(plan.nbytes[n] for n in plan.pending()))
     asked = int(first.response_chunk_bytes)
     buffers = _Buffers(plan)
@@ -133,7 +146,7 @@ async def receive_chunked(
     except BaseException:
         buffers.clear()
         raise
-    return plan, arrays, _clamp(asked)
+    return arrays, _clamp(asked)
 
 
 async def _caller_left(context: grpc.aio.ServicerContext, wait: float = 0.1) -> bool:

@@ -13,6 +13,7 @@ deconv_sent_bytes_total             counter   serialized response bytes by metho
 deconv_in_flight_requests           gauge     RPCs being handled now (every service)
 deconv_admitted_requests            gauge     compute RPCs admitted (running or queued)
 deconv_queue_depth                  gauge     admitted compute RPCs waiting for the core
+deconv_inflight_bytes               gauge     bytes admitted requests hold (in-flight budget)
 deconv_core_busy                    gauge     1 while the core computes
 deconv_core_seconds_total           counter   time the core spent computing
 deconv_warm                         gauge     1 once the kernels are compiled (SERVING)
@@ -92,6 +93,9 @@ class Metrics:
             "deconv_core_seconds", "Seconds the core spent computing", registry=r
         )
         self.warm = Gauge("deconv_warm", "1 once the kernels are compiled", registry=r)
+        self.inflight_bytes = Gauge(
+            "deconv_inflight_bytes", "Bytes admitted requests hold (in-flight budget)", registry=r
+        )
         self._server: asyncio.Server | None = None
         self._open = 0
 
@@ -100,9 +104,11 @@ class Metrics:
         admitted: Callable[[], float],
         warm: Callable[[], bool],
         queued: Callable[[], float],
+        held_bytes: Callable[[], float],
     ) -> None:
-        """Read the admitted count, warm flag and queue depth from the server at scrape time."""
+        """Read the admitted count, warm flag, queue depth and held bytes at scrape time."""
         self.admitted.set_function(admitted)
+        self.inflight_bytes.set_function(held_bytes)
         self.warm.set_function(lambda: 1.0 if warm() else 0.0)
         self.queue_depth.set_function(queued)
 

@@ -41,7 +41,7 @@ from deconv.v1 import deconv_pb2 as pb
 import deconv_core
 from deconv_server import __version__, compute
 from deconv_server.budget import ByteBudget
-from deconv_server.chunked import output_chunks, receive_chunked
+from deconv_server.chunked import output_chunks, plan_first_chunk, receive_chunked
 from deconv_server.config import ServerConfig
 from deconv_server.convert import (
     RequestPlan,
@@ -61,7 +61,7 @@ from deconv_server.errors import (
 from deconv_server.messages import read_message, write_message
 from deconv_server.status import status_for, trailers_for
 
-__all__ = ["CORE_LOCK", "INSTANCE_ID", "DeconvServicer", "add_to_server"]
+__all__ = ["CORE_LOCK", "INSTANCE_ID", "DeconvServicer", "add_to_server", "plan_unary"]
 
 _log = logging.getLogger("deconv_server")
 
@@ -70,6 +70,11 @@ CORE_LOCK = compute.CORE_LOCK
 
 #: Identifies this process among replicas: hostname:pid:random.
 INSTANCE_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def plan_unary(op: str, message: Any, config: ServerConfig) -> RequestPlan:
+    """The plan of a unary request message (checked, limits included; nothing decoded)."""
+    return plan_request(op, require_parsed(op, message), config)
 
 
 class DeconvServicer:
@@ -196,15 +201,29 @@ class DeconvServicer:
                     f"stream was empty)"
                 )
             raise RequestError(f"{op}: the call ended without a request message")
+        # Judged before admission: a bad request is refused at once, even when the server is busy.
+        plan = plan_first_chunk(op, first, cfg) if chunked else plan_unary(op, first, cfg)
         self._admit(op)
         try:
             if chunked:
-                async with asyncio.timeout(cfg.upload_timeout_s):
-                    plan, arrays, asked = await receive_chunked(op, first, context, cfg, reserve)
-                # the tensors' bytes are reserved as they came; now the result and the scratch
+                try:
+                    async with asyncio.timeout(cfg.upload_timeout_s):
+                        arrays, asked = await receive_chunked(
+                            op, plan, first, context, cfg, reserve
+                        )
+                except TimeoutError as exc:
+                    if isinstance(exc, ServerError):  # one message's timeout, already explained
+                        raise
+                    raise RequestTimeoutError(
+                        f"{op}: the chunked upload took longer than {cfg.upload_timeout_s:g} s "
+                        f"(DECONV_UPLOAD_TIMEOUT_S)"
+                    ) from None
+                # the tensors' bytes were reserved as they came; now the result and the scratch
                 reserve(op, plan.output_bytes + plan.core.workspace_bytes)
             else:
-                plan, arrays = await self._receive_unary(op, first, context, reserve)
+                reserve(op, plan.tensor_bytes + plan.core.workspace_bytes)  # it has arrived
+                await self._expect_end(op, context)
+                arrays = decode_plan(plan)
             del first
             y = await self._compute(plan, arrays)
             del arrays
@@ -216,25 +235,13 @@ class DeconvServicer:
                 codec.encode(y, dtype=plan.wire_dtype, out=response.output)
                 del y
                 await write_message(context, op, response, cfg.write_timeout_s)
-        except TimeoutError as exc:
-            if isinstance(exc, ServerError):  # one message's timeout, already explained
-                raise
-            raise RequestTimeoutError(
-                f"{op}: the chunked upload took longer than {cfg.upload_timeout_s:g} s "
-                f"(DECONV_UPLOAD_TIMEOUT_S)"
-            ) from None
         finally:
             self._in_flight -= 1
 
-    async def _receive_unary(
-        self, op: str, message: Any, context: grpc.aio.ServicerContext, reserve: Any
-    ) -> tuple[RequestPlan, tuple[Any, ...]]:
-        plan = plan_request(op, require_parsed(op, message), self._config)
-        reserve(op, plan.tensor_bytes + plan.core.workspace_bytes)  # the request has arrived
+    async def _expect_end(self, op: str, context: grpc.aio.ServicerContext) -> None:
         extra = await read_message(context, op, self._config.message_timeout_s)
         if extra is not grpc.aio.EOF:
             raise RequestError(f"{op}: a unary call carries exactly one request message")
-        return plan, decode_plan(plan)
 
     async def _compute(self, plan: RequestPlan, arrays: Any) -> np.ndarray:
         cfg = self._config

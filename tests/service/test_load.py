@@ -1,4 +1,4 @@
-"""Load: 32 concurrent clients x mixed calls, every result exact, memory flat afterwards.
+"""Load: 32 concurrent clients x mixed calls beside malformed ones; every result exact.
 
 Each client runs a fixed mix of calls (ranks 1-3, float32/float64/float16/bfloat16, conv and
 transposed conv, bias or not, groups, dilation, padding modes, channels-last and TF layouts)
@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import grpc
 import ml_dtypes
 import numpy as np
 import pytest
@@ -26,6 +27,9 @@ from deconv_server.app import ServerHandle
 from .conftest import extra_server
 from .counters import counters
 from .helpers import core
+from .test_malformed import CASES as MALFORMED
+from .test_malformed import LIMITS as MALFORMED_LIMITS
+from .test_malformed import call as send_malformed
 from .test_malformed import rss_bytes
 
 CLIENTS = 32
@@ -109,23 +113,54 @@ def run_load(server: ServerHandle, target: str, calls: int) -> None:
                 ok += 1
         return ok
 
+    loaded = threading.Event()
+    bad: dict[str, int] = {"sent": 0}
+    wrong: list[str] = []
+
+    def malformed() -> None:
+        """Beside the load, a stream of malformed requests, each with its expected status."""
+        with grpc.insecure_channel(target) as channel:
+            while not loaded.is_set():
+                for name, case in MALFORMED.items():
+                    try:
+                        send_malformed(channel, case)
+                        code = grpc.StatusCode.OK
+                    except grpc.RpcError as exc:
+                        code = exc.code()
+                    if code != case.code:
+                        wrong.append(f"{name}: {code.name}")
+                    bad["sent"] += 1
+                    if loaded.is_set():
+                        break
+
+    side = threading.Thread(target=malformed)
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(CLIENTS) as pool:
-        done = list(pool.map(worker, range(CLIENTS)))
+    side.start()
+    try:
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            done = list(pool.map(worker, range(CLIENTS)))
+    finally:
+        loaded.set()
+        side.join(60)
     elapsed = time.perf_counter() - t0
+    assert not wrong, wrong
+    assert bad["sent"] > 0
     assert done == [calls] * CLIENTS
     assert server.servicer.in_flight == 0
     gc.collect()
     grown = rss_bytes() - rss_start
     print(f"\n{CLIENTS} x {calls} calls in {elapsed:.1f} s; RSS {grown / 2**20:+.1f} MiB")
     assert grown < RSS_SLACK, f"RSS grew by {grown / 2**20:.1f} MiB"
-    assert counters(target) == (served_before + CLIENTS * calls, failed_before)
+    served, failed = counters(target)
+    assert served == served_before + CLIENTS * calls  # every good call, no malformed one
+    assert failed <= failed_before + bad["sent"]
 
 
 @pytest.fixture(scope="module")
 def wide(server: ServerHandle) -> Any:
-    """A server with 32 workers (``server`` guarantees compiled kernels)."""
-    handle = extra_server(workers=CLIENTS, max_message_bytes=16 << 20)
+    """A server with 32 workers and the malformed cases' limits (``server`` compiled the
+    kernels)."""
+    handle = extra_server(**{**MALFORMED_LIMITS, "workers": CLIENTS + 1})
     yield handle
     handle.stop(0).wait(5)
 

@@ -95,7 +95,12 @@ def watch_health(target: str, seen: list[tuple[str, float]], done: threading.Eve
             done.set()
 
 
-def test_sigterm_under_load_loses_no_call(server: ServerHandle, tmp_path: Path) -> None:
+#: SIGTERM-under-load runs: every one must lose no call (no CANCELLED, no error).
+SIGTERM_RUNS = 10
+
+
+@pytest.mark.parametrize("run", range(SIGTERM_RUNS))
+def test_sigterm_under_load_loses_no_call(server: ServerHandle, tmp_path: Path, run: int) -> None:
     expected = core("conv_transpose", X, W, stride=2, padding=1)
     backup = extra_server()
     records: list[Record] = []
