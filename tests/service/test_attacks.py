@@ -332,3 +332,28 @@ def test_a_call_over_the_time_limit_is_refused_before_decoding(tmp_path: Path) -
         with Client(p.target, timeout=30) as c:
             with pytest.raises(ResourceExhaustedError, match="would hold the compute core"):
                 c.conv(x, w)
+
+
+def test_idle_scrapers_hold_no_thread_and_are_dropped(victim: Proc) -> None:
+    """Connections to /metrics that send nothing hold a slot for at most HTTP_TIMEOUT_S."""
+    from deconv_server.metrics import HTTP_TIMEOUT_S, MAX_CONNECTIONS
+
+    threads_before = victim.status("Threads")
+    idle = [socket.create_connection(("127.0.0.1", victim.metrics_port)) for _ in range(20)]
+    try:
+        time.sleep(0.3)
+        assert victim.status("Threads") <= threads_before + 2
+        assert victim.health_seconds() < 0.1  # gRPC is not affected
+        deadline = time.monotonic() + HTTP_TIMEOUT_S + 5
+        while time.monotonic() < deadline:  # the slots come back once the idle ones time out
+            try:
+                victim.metric("deconv_warm")
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError(f"/metrics still refused with {MAX_CONNECTIONS} idle scrapers")
+    finally:
+        for s in idle:
+            s.close()
+    assert victim.metric("deconv_warm") == 1
