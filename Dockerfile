@@ -53,8 +53,11 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
 # DECONV_*: the server's settings (0.0.0.0 so the published port reaches it).
 # NUMBA_CACHE_DIR: Numba's compiled-kernel cache, warmed below and owned by the runtime user
 # (Numba refuses to import a cache=True kernel if the cache directory is not writable).
+# MALLOC_ARENA_MAX: freed tensor memory is reused instead of parked in per-thread arenas (the
+# server also sets it at start-up; this covers the warm-up below).
 ENV DECONV_HOST=0.0.0.0 \
     DECONV_PORT=50051 \
+    MALLOC_ARENA_MAX=2 \
     NUMBA_THREADING_LAYER=omp \
     NUMBA_CACHE_DIR=/var/cache/deconv/numba \
     PYTHONDONTWRITEBYTECODE=1 \
