@@ -13,7 +13,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from deconv_core.api import conv, conv_transpose
 from deconv_core.errors import DeconvError, InvalidArgumentError, UnsupportedDtypeError
+from deconv_core.explain import Explanation, explain
 from deconv_core.plan import (
+    CONVENTIONS,
     DATA_FORMATS,
     DTYPES,
     WEIGHT_FORMATS,
@@ -23,17 +25,20 @@ from deconv_core.plan import (
     plan_conv_transpose,
 )
 from deconv_core.runtime import runtime_info, set_num_threads, warmup
-from deconv_core.values import MAX_VALUE, PADDING_MODES, ExplicitPadding
+from deconv_core.values import MAX_VALUE, PADDING_FILLS, PADDING_MODES, ExplicitPadding
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CONVENTIONS",
     "DATA_FORMATS",
     "DTYPES",
     "MAX_VALUE",
+    "PADDING_FILLS",
     "PADDING_MODES",
     "WEIGHT_FORMATS",
     "DeconvError",
+    "Explanation",
     "ExplicitPadding",
     "InvalidArgumentError",
     "Plan",
@@ -42,6 +47,7 @@ __all__ = [
     "conv",
     "conv_transpose",
     "execute",
+    "explain",
     "plan_conv",
     "plan_conv_transpose",
     "runtime_info",

@@ -58,8 +58,9 @@ def conv(
     groups: int = 1,
     data_format: str = "channels_first",
     weight_format: str = "torch",
+    padding_mode: str = "zeros",
 ) -> np.ndarray:
-    """N-d convolution (cross-correlation with zero padding), ranks 1-3, plus bias.
+    """N-d convolution (cross-correlation with padding), ranks 1-3, plus bias.
 
     Parameters
     ----------
@@ -77,11 +78,15 @@ def conv(
         Number of channel groups; must divide C_in and C_out.
     data_format : {"channels_first", "channels_last"}
     weight_format : {"torch", "tf"}
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        How the padded border is filled (PyTorch's ``padding_mode``): zeros, the mirror image
+        without the edge (each pad < the input size), the edge value, or the other end of the
+        axis (each pad <= the input size).
 
     Returns
     -------
     ndarray
-        ``(N, C_out, *out)`` in the layout and dtype of ``x``, with
+        ``(N, C_out, *out)`` in the layout and dtype of ``x`` (N may be 0), with
         ``out = (n + pb + pa - dilation*(k-1) - 1)//stride + 1`` per axis.
 
     Raises
@@ -100,6 +105,7 @@ def conv(
         groups=groups,
         data_format=data_format,
         weight_format=weight_format,
+        padding_mode=padding_mode,
     )
     return execute(plan, xa, wa, ba)
 
@@ -117,6 +123,7 @@ def conv_transpose(
     groups: int = 1,
     data_format: str = "channels_first",
     weight_format: str = "torch",
+    convention: str = "default",
 ) -> np.ndarray:
     """N-d transposed convolution (the adjoint of :func:`conv`), ranks 1-3, plus bias.
 
@@ -138,19 +145,26 @@ def conv_transpose(
         PyTorch-style crop per side, or "valid", "same" (TF SAME / ONNX SAME_UPPER),
         "same_lower" (ONNX SAME_LOWER).
     output_padding : int or sequence of int
-        Extra size at the end of each axis; each must be < max(stride, dilation).
+        Extra size of each axis; with explicit padding each must be < max(stride, dilation),
+        with "valid" or "same" < stride (Keras's definition; "same_lower" needs an ONNX
+        convention).
     output_shape : sequence of int, optional
-        Spatial output sizes (TF/ONNX style), instead of output_padding; must lie in the legal
-        range of the padding mode.
+        Spatial output sizes (TF/ONNX style), instead of output_padding (ONNX conventions take
+        both); must lie in the legal range of the padding mode and convention.
     groups : int
         Number of channel groups; must divide C_in and C_out.
     data_format : {"channels_first", "channels_last"}
     weight_format : {"torch", "tf"}
+    convention : {"default", "keras", "onnx", "onnxruntime"}
+        Whose rules turn padding, output_padding and output_shape into the output window:
+        "default" (PyTorch for explicit pads, TensorFlow and Keras for the named modes), Keras
+        layers, the ONNX reference implementation, or onnxruntime (docs/semantics.md,
+        "Conventions").
 
     Returns
     -------
     ndarray
-        ``(N, C_out, *out)`` in the layout and dtype of ``x``.
+        ``(N, C_out, *out)`` in the layout and dtype of ``x`` (N may be 0).
 
     Raises
     ------
@@ -170,5 +184,6 @@ def conv_transpose(
         groups=groups,
         data_format=data_format,
         weight_format=weight_format,
+        convention=convention,
     )
     return execute(plan, xa, wa, ba)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from deconv_core import shapes
+from deconv_core import _windows, shapes
 from deconv_core.errors import InvalidArgumentError
 from deconv_core.layout import DEFAULT_LAYOUT, Layout
 from deconv_core.values import (
@@ -22,6 +22,7 @@ from deconv_core.values import (
     PADDING_MODES,
     as_int,
     canonical_padding,
+    check_fill,
     per_axis,
     preview,
 )
@@ -165,9 +166,10 @@ def _common(
             )
     for what, shape in (("input", x_user), ("weight", w_user)):
         for axis, size in enumerate(shape):
-            if size < 1:
+            if size < 1 and not (what == "input" and axis == 0 and size == 0):  # empty batch
                 raise InvalidArgumentError(
-                    f"{op}: {what} size {size} on axis {axis} must be >= 1 (shape {shape})"
+                    f"{op}: {what} size {size} on axis {axis} must be >= 1 (shape {shape}; "
+                    f"only the batch may be 0)"
                 )
             if size > MAX_VALUE:
                 raise InvalidArgumentError(
@@ -255,8 +257,11 @@ def conv_geometry(
     dilation: Any,
     groups: Any,
     layout: Layout = DEFAULT_LAYOUT,
+    padding_mode: str = "zeros",
 ) -> Geometry:
     """Canonical geometry of ``conv`` from the caller's shapes and layout.
+
+    ``padding_mode`` (a checked name of ``values.PADDING_FILLS``) adds its size rule on the pads.
 
     Returns
     -------
@@ -276,6 +281,7 @@ def conv_geometry(
             ]
     else:
         pairs = pads
+    check_fill(padding_mode, pairs, c.in_size)
     out = [
         shapes.conv_out_size(n, k, s, d, pb, pa)
         for n, k, s, d, (pb, pa) in zip(
@@ -283,54 +289,6 @@ def conv_geometry(
         )
     ]
     return _geometry(op, c, [pb for pb, _ in pairs], out)
-
-
-def _transpose_axis(
-    op: str,
-    axis: int,
-    n: int,
-    k: int,
-    s: int,
-    d: int,
-    pads: list[tuple[int, int]] | str,
-    op_pad: int,
-    out_req: int | None,
-) -> tuple[int, int]:
-    """``(crop_before, out_size)`` of one axis of a transposed conv, by the convention table."""
-    full = shapes.full_length(n, k, s, d)
-    if isinstance(pads, str):
-        if pads == "valid":
-            lo, hi = shapes.valid_transpose_range(full, s)
-            out = lo if out_req is None else out_req
-            rule = "L..L+stride-1 with L=(n-1)*stride+dilation*(k-1)+1"
-        else:
-            lo, hi = shapes.same_transpose_range(n, s)
-            out = n * s if out_req is None else out_req
-            rule = "(n-1)*stride+1..n*stride"
-        if not lo <= out <= hi:
-            raise InvalidArgumentError(
-                f"{op}: output_shape[{axis}]={out} is outside the legal range {lo}..{hi} of "
-                f"padding={pads!r} ({rule}, n={n}, stride={s})"
-            )
-        if pads == "valid":
-            return 0, out
-        return shapes.same_transpose_crop(full, out, lower=pads == "same_lower"), out
-    pb, pa = pads[axis]
-    base = full - pb - pa
-    limit = max(s, d)
-    if out_req is not None:
-        if not base <= out_req < base + limit:
-            raise InvalidArgumentError(
-                f"{op}: output_shape[{axis}]={out_req} is outside the legal range "
-                f"{base}..{base + limit - 1} for this padding (output_padding = "
-                f"output_shape - {base} must be < max(stride, dilation)={limit})"
-            )
-        return pb, out_req
-    if op_pad >= limit:
-        raise InvalidArgumentError(
-            f"{op}: output_padding[{axis}]={op_pad} must be < max(stride, dilation)={limit}"
-        )
-    return pb, base + op_pad
 
 
 def transpose_geometry(
@@ -345,20 +303,26 @@ def transpose_geometry(
     dilation: Any,
     groups: Any,
     layout: Layout = DEFAULT_LAYOUT,
+    convention: str = "default",
 ) -> Geometry:
     """Canonical geometry of ``conv_transpose`` from the caller's shapes and layout.
+
+    ``convention`` (a checked name of ``_windows.CONVENTIONS``) picks the framework whose rules
+    turn the padding, output_padding and output_shape into each axis's window.
 
     Returns
     -------
     Geometry
-        With ``offset`` the crop before each axis of the full scatter result.
+        With ``offset`` the crop before each axis of the full scatter result (negative when the
+        window starts before it, which only ``convention="onnx"`` allows).
     """
     op = "conv_transpose"
     c = _common(op, x_shape, w_shape, bias_shape, stride, dilation, groups, layout)
     pads = canonical_padding(op, padding, c.rank)
     op_pad = per_axis(op, "output_padding", output_padding, c.rank, 0)
+    onnx = convention in ("onnx", "onnxruntime")  # ONNX defines output_padding with output_shape
     if output_shape is not None:
-        if any(op_pad):
+        if any(op_pad) and not onnx:
             raise InvalidArgumentError(
                 f"{op}: give output_padding={preview(output_padding)} or output_shape="
                 f"{preview(output_shape)}, not both (output_shape fixes the output size)"
@@ -366,23 +330,24 @@ def transpose_geometry(
         out_req: list[int | None] = list(per_axis(op, "output_shape", output_shape, c.rank, 1))
     else:
         out_req = [None] * c.rank
-        if isinstance(pads, str) and any(op_pad):
-            raise InvalidArgumentError(
-                f"{op}: output_padding={preview(output_padding)} cannot be combined with "
-                f"padding={pads!r}; pass output_shape to choose the output size"
+    try:
+        axes = [
+            _windows.window(
+                c.in_size[axis],
+                c.kernel[axis],
+                c.stride[axis],
+                c.dilation[axis],
+                pads if isinstance(pads, str) else pads[axis],
+                op_pad[axis],
+                out_req[axis],
+                convention,
+                axis,
             )
-    axes = [
-        _transpose_axis(
-            op,
-            axis,
-            c.in_size[axis],
-            c.kernel[axis],
-            c.stride[axis],
-            c.dilation[axis],
-            pads,
-            op_pad[axis],
-            out_req[axis],
-        )
-        for axis in range(c.rank)
-    ]
+            for axis in range(c.rank)
+        ]
+    except _windows.WindowError as exc:
+        raise InvalidArgumentError(f"{op}: {exc}") from None
+    for crop, _ in axes:
+        if crop > MAX_VALUE or -crop > MAX_VALUE:
+            raise InvalidArgumentError(f"{op}: crop {crop} must be within +-{MAX_VALUE}")
     return _geometry(op, c, [crop for crop, _ in axes], [out for _, out in axes])

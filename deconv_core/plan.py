@@ -18,13 +18,15 @@ from typing import Any
 import numba
 import numpy as np
 
-from deconv_core import _engine
+from deconv_core import _engine, _windows, stages
+from deconv_core.dtypes import DTYPES, call_dtype
 from deconv_core.errors import InvalidArgumentError, UnsupportedDtypeError
 from deconv_core.layout import Layout
 from deconv_core.params import Geometry, conv_geometry, transpose_geometry
-from deconv_core.values import preview
+from deconv_core.values import PADDING_FILLS, preview
 
 __all__ = [
+    "CONVENTIONS",
     "DATA_FORMATS",
     "DTYPES",
     "WEIGHT_FORMATS",
@@ -36,13 +38,8 @@ __all__ = [
 
 DATA_FORMATS = ("channels_first", "channels_last")
 WEIGHT_FORMATS = ("torch", "tf")
-#: Accepted dtype names -> the dtype the kernels compute in.
-DTYPES: dict[str, np.dtype] = {
-    "float32": np.dtype(np.float32),
-    "float64": np.dtype(np.float64),
-    "float16": np.dtype(np.float32),
-    "bfloat16": np.dtype(np.float32),
-}
+#: Framework conventions of a transposed conv's window (docs/semantics.md, "Conventions").
+CONVENTIONS = _windows.CONVENTIONS
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,14 @@ class Plan:
         The compute route the dispatcher takes (see ``deconv_core._engine``).
     workspace_bytes : int
         Upper bound of the scratch memory the call allocates beyond its inputs and its result
-        (the route's buffers plus layout and dtype conversions).
+        (the route's buffers, layout and dtype conversions, a fill-padded input).
+    padding_mode : str
+        conv's fill of the padded border ("zeros" for transposed convs).
+    convention : str
+        The framework convention of a transposed conv's window ("default" for convs).
+    kernel_geometry : Geometry or None
+        What the engine computes when it differs from ``geometry`` (a fill-padded conv, or a
+        window starting before the full result; see ``deconv_core.stages``), else None.
     """
 
     geometry: Geometry
@@ -79,6 +83,14 @@ class Plan:
     output_shape: tuple[int, ...]
     route: str
     workspace_bytes: int
+    padding_mode: str = "zeros"
+    convention: str = "default"
+    kernel_geometry: Geometry | None = None
+
+    @property
+    def engine_geometry(self) -> Geometry:
+        """The geometry the engine runs: ``kernel_geometry`` or else ``geometry``."""
+        return self.kernel_geometry or self.geometry
 
     @property
     def op(self) -> str:
@@ -113,12 +125,12 @@ class Plan:
         InvalidArgumentError
             The route does not exist for this op or cannot compute this geometry.
         """
-        if not _engine.route_applies(route, self.geometry):
+        if not _engine.route_applies(route, self.engine_geometry):
             raise InvalidArgumentError(
                 f"{self.op}: route {route!r} cannot compute this call; routes of {self.op}: "
                 f"{', '.join(_engine.ROUTES[self.op])}"
             )
-        workspace = _workspace(route, self.geometry, self.layout, self.dtype)
+        workspace = _workspace(route, self.geometry, self.engine_geometry, self.layout, self.dtype)
         return dataclasses.replace(self, route=route, workspace_bytes=workspace)
 
 
@@ -130,37 +142,6 @@ def _choice(op: str, name: str, value: Any, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _dtype_name(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    try:
-        return np.dtype(value).name
-    except TypeError:
-        return preview(value)
-
-
-def _dtype(op: str, dtype: Any, weight_dtype: Any, bias_dtype: Any, has_bias: bool) -> str:
-    """The call's dtype name; one rule for unsupported and mixed dtypes."""
-    name = _dtype_name(dtype)
-    w_name = name if weight_dtype is None else _dtype_name(weight_dtype)
-    given = [("input", name), ("weight", w_name)]
-    if has_bias:
-        given.append(("bias", name if bias_dtype is None else _dtype_name(bias_dtype)))
-    for what, other in given:
-        if other not in DTYPES:
-            raise UnsupportedDtypeError(
-                f"{op}: {what} dtype {other} is not supported; use float32 or float64 (float16 "
-                f"and bfloat16 are computed in float32)"
-            )
-    for what, other in given[1:]:
-        if other != name:
-            raise UnsupportedDtypeError(
-                f"{op}: {what} dtype {other} must match the input dtype {name}; cast one of "
-                f"them (mixed dtypes are not computed)"
-            )
-    return name
-
-
 def _output_shape(geom: Geometry, layout: Layout) -> tuple[int, ...]:
     out = geom.output_shape
     if layout.data_format == "channels_last":
@@ -168,8 +149,10 @@ def _output_shape(geom: Geometry, layout: Layout) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _workspace(route: str, geom: Geometry, layout: Layout, dtype: str) -> int:
+def _workspace(route: str, geom: Geometry, kernel: Geometry, layout: Layout, dtype: str) -> int:
     """Route scratch plus the copies that bring arrays to and from the kernels' form."""
+    if geom.batch == 0:
+        return 0  # an empty batch never reaches the engine
     compute = DTYPES[dtype].itemsize
     x_elems = geom.batch * geom.c_in * math.prod(geom.in_size)
     w_elems = geom.c_in * geom.c_out_per_group * math.prod(geom.kernel)
@@ -180,11 +163,20 @@ def _workspace(route: str, geom: Geometry, layout: Layout, dtype: str) -> int:
     if dtype in ("float16", "bfloat16"):
         copies += y_elems * 2  # the result cast back to the 2-byte dtype
     threads = numba.get_num_threads()
-    return copies + _engine.workspace_bytes(route, geom, compute, threads)
+    scratch = _engine.workspace_bytes(route, kernel, compute, threads)
+    return copies + scratch + stages.extra_workspace(geom, kernel, compute)
 
 
-def _finish(geom: Geometry, layout: Layout, dtype: str, shapes: tuple[Any, ...]) -> Plan:
-    route = _engine.choose_route(geom)
+def _finish(
+    geom: Geometry,
+    layout: Layout,
+    dtype: str,
+    shapes: tuple[Any, ...],
+    padding_mode: str = "zeros",
+    convention: str = "default",
+) -> Plan:
+    kernel = stages.kernel_geometry(geom, padding_mode)
+    route = _engine.choose_route(kernel)
     x_shape, w_shape, b_shape = shapes
     return Plan(
         geometry=geom,
@@ -195,7 +187,10 @@ def _finish(geom: Geometry, layout: Layout, dtype: str, shapes: tuple[Any, ...])
         bias_shape=None if b_shape is None else (int(b_shape[0]),),
         output_shape=_output_shape(geom, layout),
         route=route,
-        workspace_bytes=_workspace(route, geom, layout, dtype),
+        workspace_bytes=_workspace(route, geom, kernel, layout, dtype),
+        padding_mode=padding_mode,
+        convention=convention,
+        kernel_geometry=None if kernel is geom else kernel,
     )
 
 
@@ -209,7 +204,7 @@ def _layout_and_dtype(
         _choice(op, "data_format", data_format, DATA_FORMATS),
         _choice(op, "weight_format", weight_format, WEIGHT_FORMATS),
     )
-    return layout, _dtype(op, *dtypes, bias_shape is not None)
+    return layout, call_dtype(op, *dtypes, bias_shape is not None)
 
 
 def plan_conv(
@@ -226,6 +221,7 @@ def plan_conv(
     groups: int = 1,
     data_format: str = "channels_first",
     weight_format: str = "torch",
+    padding_mode: str = "zeros",
 ) -> Plan:
     """Plan a convolution from shapes, dtypes and the parameters of ``deconv_core.conv``.
 
@@ -239,7 +235,7 @@ def plan_conv(
         The input's dtype ("bfloat16" may be given by name).
     weight_dtype, bias_dtype : dtype-like or str, optional
         Default: the input's; any other dtype is refused (mixed dtypes).
-    stride, padding, dilation, groups, data_format, weight_format
+    stride, padding, dilation, groups, data_format, weight_format, padding_mode
         As for ``deconv_core.conv``; a one-element sequence stands for every axis, and padding
         may also be a :class:`~deconv_core.values.ExplicitPadding`.
 
@@ -257,6 +253,7 @@ def plan_conv(
     layout, name = _layout_and_dtype(
         "conv", data_format, weight_format, (dtype, weight_dtype, bias_dtype), bias_shape
     )
+    fill = _choice("conv", "padding_mode", padding_mode, PADDING_FILLS)
     geom = conv_geometry(
         input_shape,
         weight_shape,
@@ -266,8 +263,9 @@ def plan_conv(
         dilation=dilation,
         groups=groups,
         layout=layout,
+        padding_mode=fill,
     )
-    return _finish(geom, layout, name, (input_shape, weight_shape, bias_shape))
+    return _finish(geom, layout, name, (input_shape, weight_shape, bias_shape), padding_mode=fill)
 
 
 def plan_conv_transpose(
@@ -286,11 +284,13 @@ def plan_conv_transpose(
     groups: int = 1,
     data_format: str = "channels_first",
     weight_format: str = "torch",
+    convention: str = "default",
 ) -> Plan:
     """Plan a transposed convolution from shapes, dtypes and ``conv_transpose``'s parameters.
 
-    Parameters are those of :func:`plan_conv` plus ``output_padding`` and ``output_shape``
-    (as for ``deconv_core.conv_transpose``).
+    Parameters are those of :func:`plan_conv` (without ``padding_mode``) plus
+    ``output_padding``, ``output_shape`` and ``convention`` (as for
+    ``deconv_core.conv_transpose``).
 
     Returns
     -------
@@ -306,6 +306,7 @@ def plan_conv_transpose(
     layout, name = _layout_and_dtype(
         "conv_transpose", data_format, weight_format, (dtype, weight_dtype, bias_dtype), bias_shape
     )
+    rules = _choice("conv_transpose", "convention", convention, CONVENTIONS)
     geom = transpose_geometry(
         input_shape,
         weight_shape,
@@ -317,8 +318,10 @@ def plan_conv_transpose(
         dilation=dilation,
         groups=groups,
         layout=layout,
+        convention=rules,
     )
-    return _finish(geom, layout, name, (input_shape, weight_shape, bias_shape))
+    shapes = (input_shape, weight_shape, bias_shape)
+    return _finish(geom, layout, name, shapes, convention=rules)
 
 
 def _array(plan: Plan, what: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -335,14 +338,6 @@ def _array(plan: Plan, what: str, value: Any, shape: tuple[int, ...]) -> np.ndar
             f"{plan.op}: {what} shape {arr.shape} differs from the plan's {shape}"
         )
     return arr
-
-
-def _to_kernel(arr: np.ndarray, dtype: np.dtype, rank: int) -> np.ndarray:
-    """C-contiguous, writable, compute dtype, three spatial axes (one kernel type per dtype)."""
-    out = np.ascontiguousarray(arr, dtype=dtype)
-    if not out.flags.writeable:
-        out = out.copy()
-    return out.reshape(*out.shape[:2], *((1,) * (3 - rank)), *out.shape[2:])
 
 
 def execute(plan: Plan, x: Any, weight: Any, bias: Any = None) -> np.ndarray:
@@ -379,17 +374,24 @@ def execute(plan: Plan, x: Any, weight: Any, bias: Any = None) -> np.ndarray:
     xa = _array(plan, "input", x, plan.input_shape)
     wa = _array(plan, "weight", weight, plan.weight_shape)
     geom, layout = plan.geometry, plan.layout
+    if geom.batch == 0:  # an empty batch: nothing to compute (docs/semantics.md)
+        if bias is not None:
+            _array(plan, "bias", bias, plan.bias_shape or ())
+        return np.zeros(plan.output_shape, dtype=xa.dtype)
     nd = len(plan.input_shape)
     xl = xa.transpose(*(layout.x_axis(j, nd) for j in range(nd)))
     wl = wa.transpose(*(layout.w_axis(j, nd) for j in range(nd)))
     dtype = plan.compute_dtype
-    x3 = _to_kernel(xl, dtype, geom.rank)
-    w3 = _to_kernel(wl, dtype, geom.rank)
+    x3 = stages.to_kernel(xl, dtype, geom.rank)
+    w3 = stages.to_kernel(wl, dtype, geom.rank)
     if bias is None:
         b = np.zeros(geom.c_out, dtype)
     else:
         b = np.array(_array(plan, "bias", bias, plan.bias_shape or ()), dtype=dtype)  # writable
-    y = _engine.run(x3, w3, b, geom, plan.route).reshape(geom.output_shape)
+    kernel = plan.engine_geometry
+    x3 = stages.pad_input(x3, geom, plan.padding_mode)
+    y = stages.finish_output(_engine.run(x3, w3, b, kernel, plan.route), geom, b)
+    y = y.reshape(geom.output_shape)
     if layout.data_format == "channels_last":
         y = np.ascontiguousarray(np.moveaxis(y, 1, -1))
     return y.astype(xa.dtype, copy=False)

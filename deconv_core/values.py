@@ -17,16 +17,20 @@ from deconv_core.errors import InvalidArgumentError
 
 __all__ = [
     "MAX_VALUE",
+    "PADDING_FILLS",
     "PADDING_MODES",
     "ExplicitPadding",
     "as_int",
     "canonical_padding",
+    "check_fill",
     "per_axis",
     "preview",
 ]
 
 #: Named padding modes.
 PADDING_MODES = ("valid", "same", "same_lower")
+#: conv's ``padding_mode`` values (PyTorch's names): how the padded border is filled.
+PADDING_FILLS = ("zeros", "reflect", "replicate", "circular")
 #: Largest stride, dilation, padding, output size or extent the core accepts (2**31 - 1): sums of
 #: products of two such values stay far inside a signed 64-bit integer.
 MAX_VALUE = 2**31 - 1
@@ -220,3 +224,28 @@ def canonical_padding(op: str, padding: Any, rank: int) -> list[tuple[int, int]]
     if _is_seq(padding) and any(_is_seq(p) for p in padding[: rank + 1]):
         return _pairs(op, padding, rank)
     return [(p, p) for p in per_axis(op, "padding", padding, rank, 0)]
+
+
+def check_fill(mode: str, pairs: Sequence[tuple[int, int]], in_size: Sequence[int]) -> None:
+    """Check PyTorch's size rule of a fill mode on every axis's ``(before, after)`` pads.
+
+    Raises
+    ------
+    InvalidArgumentError
+        reflect with a pad >= the input size, or circular with a pad > the input size.
+    """
+    if mode not in ("reflect", "circular"):
+        return
+    for axis, ((pb, pa), n) in enumerate(zip(pairs, in_size, strict=True)):
+        big = max(pb, pa)
+        if mode == "reflect" and big >= n:
+            raise InvalidArgumentError(
+                f"conv: padding_mode='reflect' needs each pad < the input size (PyTorch's rule): "
+                f"spatial axis {axis} has padding ({pb}, {pa}) and input size {n}"
+            )
+        if mode == "circular" and big > n:
+            raise InvalidArgumentError(
+                f"conv: padding_mode='circular' needs each pad <= the input size (it wraps "
+                f"around once at most, PyTorch's rule): spatial axis {axis} has padding "
+                f"({pb}, {pa}) and input size {n}"
+            )

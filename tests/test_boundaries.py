@@ -17,14 +17,20 @@ import pytest
 
 #: Repository-only code (test oracle, benchmark) that no installed package may load.
 REPO_ONLY = ["tests", "bench"]
+#: Frameworks deconv reads layers of (duck-typed) but never imports.
+FRAMEWORKS = ["torch", "tensorflow", "keras", "onnx", "onnxruntime"]
 
 CASES = {
     # package imports (all its public modules) -> module prefixes it must never load
     "deconv_client": (
-        ["deconv_client", "deconv_client.aio", "deconv_client.cli", "deconv_client.errors"],
-        ["numba", "llvmlite", "deconv_core", "deconv_server"],
+        ["deconv_client", "deconv_client.aio", "deconv_client.cli", "deconv_client.errors",
+         "deconv_client.layers"],
+        ["numba", "llvmlite", "deconv_core", "deconv_server", *FRAMEWORKS],
     ),
-    "deconv_core": (["deconv_core"], ["grpc", "google.protobuf", "deconv_server", "deconv_client"]),
+    "deconv_core": (
+        ["deconv_core"],
+        ["grpc", "google.protobuf", "deconv_server", "deconv_client", *FRAMEWORKS],
+    ),
     "deconv (stubs + codec)": (
         ["deconv.codec", "deconv.v1.deconv_pb2", "deconv.v1.deconv_pb2_grpc"],
         ["numba", "llvmlite", "deconv_core", "deconv_server", "deconv_client"],

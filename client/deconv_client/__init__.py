@@ -7,8 +7,10 @@
 :class:`Client` (blocking) and :class:`AsyncClient` (asyncio) have the methods ``conv`` and
 ``conv_transpose`` with exactly the signatures of ``deconv_core``, plus ``health``,
 ``wait_until_serving`` and ``server_info``. Errors are :class:`DeconvClientError` subclasses
-keyed by gRPC status code (see :mod:`deconv_client.errors`). This package needs only grpcio,
-protobuf and numpy: it never imports numba, deconv_core or deconv_server.
+keyed by gRPC status code (see :mod:`deconv_client.errors`). :mod:`deconv_client.layers` turns
+PyTorch, Keras and ONNX layers into calls (``layer(client, x)``), importing no framework;
+``deconv explain`` (:mod:`deconv_client.cli`) explains a call without a server. This package
+needs only grpcio, protobuf and numpy: it never imports numba, deconv_core or deconv_server.
 """
 
 from deconv_client import errors

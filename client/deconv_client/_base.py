@@ -80,7 +80,9 @@ def unary_fits(prepared: _requests.Prepared, max_message_bytes: int) -> bool:
     Above about 512 KiB a unary message costs more than its chunks (gRPC Python handles one large
     message slowly). Above the message size limit a request cannot travel and a result would be
     refused by the client's own gRPC, so such calls start chunked. A result of unknown size (shapes
-    the client cannot read, which the server rejects) takes the chunked RPC, which carries any size.
+    the client cannot read, which the server rejects) goes unary when the request is small: the
+    server's answer is then one quick INVALID_ARGUMENT (and a result too large for one message
+    would come back with the retry signal).
 
     Parameters
     ----------
@@ -93,9 +95,7 @@ def unary_fits(prepared: _requests.Prepared, max_message_bytes: int) -> bool:
     -------
     bool
     """
-    if prepared.output_nbytes is None:
-        return False
-    largest = max(prepared.nbytes, prepared.output_nbytes)
+    largest = max(prepared.nbytes, prepared.output_nbytes or 0)
     return largest <= UNARY_BYTES and largest + MESSAGE_MARGIN <= max_message_bytes
 
 
@@ -277,6 +277,7 @@ class BaseClient(Generic[ResultT]):
         groups: int = 1,
         data_format: str = "channels_first",
         weight_format: str = "torch",
+        padding_mode: str = "zeros",
     ) -> ResultT:
         """N-d convolution on the server; see ``deconv_core.conv`` for every argument.
 
@@ -301,6 +302,7 @@ class BaseClient(Generic[ResultT]):
             groups=groups,
             data_format=data_format,
             weight_format=weight_format,
+            padding_mode=padding_mode,
         )
         return self._run(prepared)
 
@@ -318,6 +320,7 @@ class BaseClient(Generic[ResultT]):
         groups: int = 1,
         data_format: str = "channels_first",
         weight_format: str = "torch",
+        convention: str = "default",
     ) -> ResultT:
         """N-d transposed convolution on the server; see ``deconv_core.conv_transpose``.
 
@@ -344,6 +347,7 @@ class BaseClient(Generic[ResultT]):
             groups=groups,
             data_format=data_format,
             weight_format=weight_format,
+            convention=convention,
         )
         return self._run(prepared)
 
@@ -386,8 +390,11 @@ class BaseClient(Generic[ResultT]):
         return call.method(call.request, timeout=self.timeout, metadata=metadata)
 
     def _start_chunked(self, prepared: _requests.Prepared) -> Any:
-        """Start the chunked RPC of ``prepared``; iterate over it (async for, on asyncio)."""
+        """Start the chunked RPC of ``prepared``; iterate over it (blocking client)."""
+        stream = getattr(self._stub, METHODS[prepared.op].chunked)
+        return stream(self._chunks(prepared), timeout=self.timeout, metadata=self._metadata)
+
+    def _chunks(self, prepared: _requests.Prepared) -> Any:
+        """The request messages of ``prepared``'s chunked RPC."""
         methods = METHODS[prepared.op]
-        requests = prepared.chunks(methods.chunk, chunk_bytes(self.max_message_bytes))
-        stream = getattr(self._stub, methods.chunked)
-        return stream(requests, timeout=self.timeout, metadata=self._metadata)
+        return prepared.chunks(methods.chunk, chunk_bytes(self.max_message_bytes))

@@ -34,6 +34,18 @@ _PADDING_MODES = {
     "same": pb.PADDING_MODE_SAME,
     "same_lower": pb.PADDING_MODE_SAME_LOWER,
 }
+_PADDING_FILLS = {
+    "zeros": pb.PADDING_FILL_ZEROS,
+    "reflect": pb.PADDING_FILL_REFLECT,
+    "replicate": pb.PADDING_FILL_REPLICATE,
+    "circular": pb.PADDING_FILL_CIRCULAR,
+}
+_CONVENTIONS = {
+    "default": pb.CONVENTION_DEFAULT,
+    "keras": pb.CONVENTION_KERAS,
+    "onnx": pb.CONVENTION_ONNX,
+    "onnxruntime": pb.CONVENTION_ONNXRUNTIME,
+}
 
 
 def _is_seq(value: Any) -> bool:
@@ -180,6 +192,8 @@ def build_request(
     weight_format: Any,
     output_padding: Any = 0,
     output_shape: Any = None,
+    padding_mode: Any = "zeros",
+    convention: Any = "default",
 ) -> Prepared:
     """Check the arguments of ``op`` ("conv" or "conv_transpose") and prepare the call.
 
@@ -206,7 +220,10 @@ def build_request(
     request.groups = _int(op, "groups", groups)
     if request.groups < 1:  # 0 would read as "unset" (1) on the wire
         raise InvalidArgumentError(f"{op}: groups={request.groups} must be >= 1")
+    if op == "conv":
+        request.padding_fill = _choice(op, "padding_mode", padding_mode, _PADDING_FILLS)
     if op == "conv_transpose":
+        request.convention = _choice(op, "convention", convention, _CONVENTIONS)
         request.output_padding.extend(_per_axis(op, "output_padding", output_padding, rank))
         if output_shape is not None:
             items = list(output_shape) if _is_seq(output_shape) else [output_shape]

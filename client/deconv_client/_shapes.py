@@ -3,10 +3,11 @@
 The client needs the result's size before it sends anything: a result too large for one message
 must be asked for over the chunked RPC, since neither side can deliver it unary. This module does
 only the arithmetic of the convention table in ``deconv/v1/deconv.proto`` (``L = (n-1)*s +
-d*(k-1) + 1`` and the padding rules); it checks no rule, so a request the server will reject may
-get a meaningless shape. It answers None only when the shapes cannot be read at all (ranks that
-do not match, per-axis lists of the wrong length, a stride or dilation below 1); the caller then
-treats the size as unknown.
+d*(k-1) + 1`` and the padding rules, each convention's window by ``_windows``, the core's own
+copy); it checks no other rule, so a request the server will reject may get a meaningless shape.
+It answers None when the shapes cannot be read at all (ranks that do not match, per-axis lists of
+the wrong length, a stride or dilation below 1) or the convention has no size for them; the
+caller then treats the size as unknown.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 
 from deconv.v1 import deconv_pb2 as pb
 
-__all__ = ["result_nbytes", "result_shape"]
+from deconv_client import _windows
+
+__all__ = ["result_nbytes", "result_shape", "transpose_windows"]
 
 _MODES = {
     pb.PADDING_MODE_VALID: "valid",
@@ -59,14 +62,49 @@ def _conv_size(n: int, k: int, s: int, d: int, pads: Pads, axis: int) -> int:
     return padded // s + 1 if padded >= 0 else 0
 
 
-def _transpose_size(n: int, k: int, s: int, d: int, pads: Pads, axis: int, op_pad: int) -> int:
-    full = (n - 1) * s + d * (k - 1) + 1
-    if pads == "valid":
-        return full
-    if isinstance(pads, str):
-        return n * s
-    before, after = pads[axis]
-    return full - before - after + op_pad
+_CONVENTIONS = {
+    pb.CONVENTION_UNSPECIFIED: "default",
+    pb.CONVENTION_DEFAULT: "default",
+    pb.CONVENTION_KERAS: "keras",
+    pb.CONVENTION_ONNX: "onnx",
+    pb.CONVENTION_ONNXRUNTIME: "onnxruntime",
+}
+
+
+def transpose_windows(
+    axes: list[tuple[int, int, int, int]],
+    pads: Pads,
+    op_pads: list[int],
+    requested: list[int] | None,
+    convention: str,
+) -> list[tuple[int, int]]:
+    """``(crop_before, out_size)`` per axis by the convention (``_windows.window``).
+
+    Parameters
+    ----------
+    axes : list of (n, k, s, d)
+    pads : str or list of (int, int)
+    op_pads : list of int
+    requested : list of int or None
+        output_shape per axis.
+    convention : str
+
+    Returns
+    -------
+    list of (int, int)
+
+    Raises
+    ------
+    deconv_client._windows.WindowError
+        A size the convention does not define.
+    """
+    return [
+        _windows.window(
+            n, k, s, d, pads if isinstance(pads, str) else pads[i], op_pads[i],
+            None if requested is None else requested[i], convention, i,
+        )
+        for i, (n, k, s, d) in enumerate(axes)
+    ]
 
 
 def result_shape(request: Any) -> tuple[int, ...] | None:
@@ -107,10 +145,12 @@ def result_shape(request: Any) -> tuple[int, ...] | None:
         op_pads = _axes(request.output_padding, rank, 0)
         if op_pads is None or (request.output_shape and requested is None):
             return None
-        out = requested or [
-            _transpose_size(n, k, s, d, pads, i, p)
-            for i, ((n, k, s, d), p) in enumerate(zip(axes, op_pads, strict=True))
-        ]
+        convention = _CONVENTIONS.get(request.convention, "default")
+        try:
+            windows = transpose_windows(axes, pads, op_pads, requested, convention)
+        except _windows.WindowError:
+            return None  # the server rejects it
+        out = [size for _, size in windows]
     return (x[0], *out, c_out) if last else (x[0], c_out, *out)
 
 

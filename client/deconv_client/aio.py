@@ -13,6 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import grpc.aio
 import numpy as np
+from deconv.wire import METHODS
 
 from deconv_client import _requests, _service
 from deconv_client._base import BaseClient, ServingWait, UnaryCall, chunked_when_asked, rpc_errors
@@ -91,8 +92,16 @@ class AsyncClient(BaseClient[Coroutine[Any, Any, np.ndarray]]):
             with chunked_when_asked():
                 return await self._unary(self._compute_call(prepared))
         assembler = _requests.OutputAssembler(prepared.input_dtype)
+        stream = getattr(self._stub, METHODS[prepared.op].chunked)
         with rpc_errors():
-            async for message in self._start_chunked(prepared):
+            call = stream(timeout=self.timeout, metadata=self._metadata)
+            try:
+                for chunk in self._chunks(prepared):
+                    await call.write(chunk)
+                await call.done_writing()
+            except (asyncio.InvalidStateError, grpc.aio.AioRpcError):
+                pass  # the server ended the call early: its status comes with the read below
+            async for message in call:
                 assembler.add(message)
         return assembler.result()
 

@@ -8,6 +8,11 @@
     deconv conv --input x.npy --weight w.npy --padding same --output y.npy
     deconv health [--service deconv.v1.Deconv]
     deconv info
+    deconv explain conv-transpose --input-shape 1 8 3 3 --weight-shape 8 4 3 3 --stride 2 \
+        --padding same [--convention onnx] [--json]
+
+``explain`` needs no server: it prints, per axis, the full-result length, the crop window and the
+output size, and the same call in PyTorch, TensorFlow, Keras and ONNX (or why one cannot).
 
 ``--padding`` takes one int, one int per axis, ``before:after`` pairs per axis, or
 valid/same/same_lower. ``--target`` defaults to $DECONV_TARGET or 127.0.0.1:50051.
@@ -31,12 +36,15 @@ from typing import Any
 
 import numpy as np
 
+from deconv_client import _explain
 from deconv_client.client import Client
 from deconv_client.errors import DeconvClientError, InvalidArgumentError
 
 __all__ = ["build_parser", "main"]
 
 _MODES = ("valid", "same", "same_lower")
+_FILLS = ("zeros", "reflect", "replicate", "circular")
+_CONVENTIONS = ("default", "keras", "onnx", "onnxruntime")
 
 
 class UsageError(Exception):
@@ -79,6 +87,36 @@ def _load(path: str | None, flag: str) -> np.ndarray | None:
         raise UsageError(f"cannot read {flag} {path}: {exc}") from None
 
 
+def _op_flags(p: argparse.ArgumentParser, name: str) -> None:
+    """The flags only one of conv / conv-transpose has."""
+    if name == "conv":
+        p.add_argument("--padding-mode", default="zeros", choices=_FILLS, help="pad fill")
+        return
+    p.add_argument("--output-padding", type=int, nargs="+", help="one int or per axis")
+    p.add_argument("--output-shape", type=int, nargs="+", help="spatial output sizes")
+    p.add_argument("--convention", default="default", choices=_CONVENTIONS, help="window rules")
+
+
+def _run_explain(args: argparse.Namespace) -> int:
+    op = args.op.replace("-", "_")
+    result = _explain.explain(
+        op,
+        args.input_shape,
+        args.weight_shape,
+        stride=_ints(args.stride, 1),
+        padding=_padding(args.padding) if args.padding else 0,
+        dilation=_ints(args.dilation, 1),
+        output_padding=_ints(args.output_padding, 0),
+        output_shape=args.output_shape,
+        data_format=args.data_format,
+        weight_format=args.weight_format,
+        convention=args.convention,
+        padding_mode=args.padding_mode,
+    )
+    print(result.to_json() if args.json else result)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of ``deconv``."""
     parser = argparse.ArgumentParser(
@@ -118,9 +156,23 @@ def build_parser() -> argparse.ArgumentParser:
             "--data-format", default="channels_first", choices=("channels_first", "channels_last")
         )
         p.add_argument("--weight-format", default="torch", choices=("torch", "tf"))
-        if name == "conv-transpose":
-            p.add_argument("--output-padding", type=int, nargs="+", help="one int or per axis")
-            p.add_argument("--output-shape", type=int, nargs="+", help="spatial output sizes")
+        _op_flags(p, name)
+    p = sub.add_parser("explain", help="explain a call's windows and framework equivalents")
+    p.add_argument("op", choices=("conv", "conv-transpose"))
+    p.add_argument("--input-shape", type=int, nargs="+", required=True, help="input shape")
+    p.add_argument("--weight-shape", type=int, nargs="+", required=True, help="weight shape")
+    p.add_argument("--stride", type=int, nargs="+", help="one int or one per axis")
+    p.add_argument("--padding", nargs="+", help="int(s), before:after pairs, or a mode")
+    p.add_argument("--dilation", type=int, nargs="+", help="one int or one per axis")
+    p.add_argument(
+        "--data-format", default="channels_first", choices=("channels_first", "channels_last")
+    )
+    p.add_argument("--weight-format", default="torch", choices=("torch", "tf"))
+    p.add_argument("--output-padding", type=int, nargs="+", help="one int or per axis")
+    p.add_argument("--output-shape", type=int, nargs="+", help="spatial output sizes")
+    p.add_argument("--convention", default="default", choices=_CONVENTIONS)
+    p.add_argument("--padding-mode", default="zeros", choices=_FILLS)
+    p.add_argument("--json", action="store_true", help="print the explanation as JSON")
     p = sub.add_parser("health", parents=[common], help="print the grpc.health.v1 status")
     p.add_argument("--service", default="", help='service name (default "": the server)')
     sub.add_parser("info", parents=[common], help="print GetServerInfo as JSON")
@@ -140,10 +192,11 @@ def _compute(client: Client, args: argparse.Namespace) -> int:
         "weight_format": args.weight_format,
     }
     if args.command == "conv":
-        y = client.conv(x, w, b, **params)
+        y = client.conv(x, w, b, **params, padding_mode=args.padding_mode)
     else:
         params["output_padding"] = _ints(args.output_padding, 0)
         params["output_shape"] = args.output_shape
+        params["convention"] = args.convention
         y = client.conv_transpose(x, w, b, **params)
     try:
         np.save(args.output, y, allow_pickle=False)
@@ -176,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "explain":
+            return _run_explain(args)
         with Client(args.target, timeout=args.timeout, **_security(args)) as client:
             if args.command == "health":
                 status = client.health(args.service)

@@ -160,9 +160,55 @@ def _cases() -> list[Bad]:
             match=r"^conv_transpose: output_padding\[0\]=1 must be < max\(stride, dilation\)=1"),
         Bad("op_negative", CT, (1, 1, 3), (1, 1, 3), {"stride": 2, "output_padding": -1},
             match=r"^conv_transpose: output_padding=-1 must be >= 0"),
-        Bad("op_with_same", CT, (1, 1, 3), (1, 1, 3), {"stride": 2, "padding": "same",
-                                                       "output_padding": 1},
-            match=r"^conv_transpose: output_padding=1 cannot be combined with padding='same'"),
+        # output_padding with a named mode: Keras's rule (< stride); same_lower is ONNX's only
+        Bad("op_with_same_lower", CT, (1, 1, 3), (1, 1, 3), {"stride": 2, "padding": "same_lower",
+                                                             "output_padding": 1},
+            match=r"^conv_transpose: output_padding\[0\]=1 with padding='same_lower' is defined "
+                  r"only by ONNX.*convention='onnx'"),
+        Bad("op_with_same_ge_stride", CT, (1, 1, 3), (1, 1, 3),
+            {"stride": 2, "dilation": 3, "padding": "same", "output_padding": 2},
+            match=r"^conv_transpose: output_padding\[0\]=2 must be < stride=2 with "
+                  r"padding='same' \(Keras's rule\)"),
+        Bad("op_with_valid_ge_stride", CT, (1, 1, 3), (1, 1, 3),
+            {"stride": 1, "padding": "valid", "output_padding": 1},
+            match=r"^conv_transpose: output_padding\[0\]=1 must be < stride=1 with "
+                  r"padding='valid'"),
+        # conventions
+        Bad("convention_unknown", CT, (1, 1, 3), (1, 1, 3), {"convention": "caffe"},
+            match=r"^conv_transpose: convention='caffe' must be one of 'default', 'keras', "
+                  r"'onnx', 'onnxruntime'"),
+        Bad("onnx_explicit_os_range", CT, (1, 1, 3), (1, 1, 3),
+            {"stride": 2, "dilation": 3, "output_shape": [13], "convention": "onnx"},
+            match=r"^conv_transpose: output_shape\[0\]=13 is outside the legal range 11\.\.12 "
+                  r"for this padding under convention='onnx'"),
+        Bad("onnx_op_ge_stride", CT, (1, 1, 3), (1, 1, 3),
+            {"stride": 2, "padding": "same", "output_padding": 2, "dilation": 3,
+             "convention": "onnx"},
+            match=r"^conv_transpose: output_padding\[0\]=2 must be < stride=2 under "
+                  r"convention='onnx'"),
+        Bad("ort_os_high", CT, (1, 1, 3), (1, 1, 3),
+            {"stride": 2, "padding": "same", "output_shape": [9], "convention": "onnxruntime"},
+            match=r"^conv_transpose: output_shape\[0\]=9 is outside the legal range 1\.\.8 "
+                  r"under convention='onnxruntime'"),
+        Bad("ort_pads_with_os", CT, (1, 1, 3), (1, 1, 3),
+            {"stride": 2, "padding": 1, "output_shape": [5], "convention": "onnxruntime"},
+            match=r"^conv_transpose: padding\[0\]=\(1, 1\) together with output_shape: "
+                  r"onnxruntime ignores pads"),
+        Bad("keras_same_os_low", CT, (1, 1, 3), (1, 1, 4),
+            {"stride": 2, "padding": "same", "output_shape": [3], "convention": "keras"},
+            match=r"^conv_transpose: output_shape\[0\]=3 is outside the legal range 4\.\.6 "
+                  r"of padding='same' \(\(n-1\)\*stride\+ek%2\.\.n\*stride"),
+        # padding_mode (conv's fill): PyTorch's names and size rules
+        Bad("fill_unknown", CV, (1, 1, 5), (1, 1, 3), {"padding": 1, "padding_mode": "symmetric"},
+            match=r"^conv: padding_mode='symmetric' must be one of 'zeros', 'reflect', "
+                  r"'replicate', 'circular'"),
+        Bad("fill_reflect_big", CV, (1, 1, 3, 4), (1, 1, 3, 3),
+            {"padding": (1, 4), "padding_mode": "reflect"},
+            match=r"^conv: padding_mode='reflect' needs each pad < the input size \(PyTorch's "
+                  r"rule\): spatial axis 1 has padding \(4, 4\) and input size 4"),
+        Bad("fill_circular_big", CV, (1, 1, 3), (1, 1, 3),
+            {"padding": [(4, 0)], "padding_mode": "circular"},
+            match=r"^conv: padding_mode='circular' needs each pad <= the input size"),
         Bad("op_and_output_shape", CT, (1, 1, 3), (1, 1, 3),
             {"stride": 2, "output_padding": 1, "output_shape": [8]},
             match=r"^conv_transpose: give output_padding=1 or output_shape=\[8\], not both"),

@@ -6,9 +6,16 @@ import asyncio
 
 import numpy as np
 import pytest
-from deconv_client import AsyncClient, DeadlineExceededError, InvalidArgumentError
+from deconv_client import (
+    AsyncClient,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    ResourceExhaustedError,
+)
+from deconv_server.app import ServerHandle
 from deconv_server.servicer import CORE_LOCK
 
+from .conftest import extra_server
 from .helpers import core, rand
 
 
@@ -54,3 +61,21 @@ def test_async_deadline(target: str) -> None:
 
     with CORE_LOCK:
         asyncio.run(main())
+
+
+def test_async_chunked_call_refused_at_its_header_reports_the_servers_status(
+    server: ServerHandle,
+) -> None:
+    """The server ends the call while the client still uploads: the client reports its status."""
+    small = extra_server(max_output_elements=1000)
+    x = np.ones((1, 2, 300, 300), np.float32)  # over 512 KiB: the chunked RPC
+
+    async def main() -> None:
+        async with AsyncClient(small.target, timeout=30) as client:
+            with pytest.raises(ResourceExhaustedError, match=r"server's limit of 1000"):
+                await client.conv_transpose(x, np.ones((2, 2, 3, 3), np.float32), stride=2)
+
+    try:
+        asyncio.run(main())
+    finally:
+        small.stop(0).wait(5)

@@ -33,6 +33,22 @@ class PaddingMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PADDING_MODE_VALID: _ClassVar[PaddingMode]
     PADDING_MODE_SAME: _ClassVar[PaddingMode]
     PADDING_MODE_SAME_LOWER: _ClassVar[PaddingMode]
+
+class PaddingFill(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PADDING_FILL_UNSPECIFIED: _ClassVar[PaddingFill]
+    PADDING_FILL_ZEROS: _ClassVar[PaddingFill]
+    PADDING_FILL_REFLECT: _ClassVar[PaddingFill]
+    PADDING_FILL_REPLICATE: _ClassVar[PaddingFill]
+    PADDING_FILL_CIRCULAR: _ClassVar[PaddingFill]
+
+class Convention(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONVENTION_UNSPECIFIED: _ClassVar[Convention]
+    CONVENTION_DEFAULT: _ClassVar[Convention]
+    CONVENTION_KERAS: _ClassVar[Convention]
+    CONVENTION_ONNX: _ClassVar[Convention]
+    CONVENTION_ONNXRUNTIME: _ClassVar[Convention]
 DTYPE_UNSPECIFIED: DType
 DTYPE_FLOAT32: DType
 DTYPE_FLOAT64: DType
@@ -48,6 +64,16 @@ PADDING_MODE_UNSPECIFIED: PaddingMode
 PADDING_MODE_VALID: PaddingMode
 PADDING_MODE_SAME: PaddingMode
 PADDING_MODE_SAME_LOWER: PaddingMode
+PADDING_FILL_UNSPECIFIED: PaddingFill
+PADDING_FILL_ZEROS: PaddingFill
+PADDING_FILL_REFLECT: PaddingFill
+PADDING_FILL_REPLICATE: PaddingFill
+PADDING_FILL_CIRCULAR: PaddingFill
+CONVENTION_UNSPECIFIED: Convention
+CONVENTION_DEFAULT: Convention
+CONVENTION_KERAS: Convention
+CONVENTION_ONNX: Convention
+CONVENTION_ONNXRUNTIME: Convention
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -68,7 +94,7 @@ class ExplicitPadding(_message.Message):
     def __init__(self, before: _Optional[_Iterable[int]] = ..., after: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ConvRequest(_message.Message):
-    __slots__ = ("input", "weight", "bias", "stride", "dilation", "groups", "data_format", "weight_format", "padding_mode", "explicit_padding")
+    __slots__ = ("input", "weight", "bias", "stride", "dilation", "groups", "data_format", "weight_format", "padding_mode", "explicit_padding", "padding_fill")
     INPUT_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     BIAS_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +105,7 @@ class ConvRequest(_message.Message):
     WEIGHT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     PADDING_MODE_FIELD_NUMBER: _ClassVar[int]
     EXPLICIT_PADDING_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FILL_FIELD_NUMBER: _ClassVar[int]
     input: Tensor
     weight: Tensor
     bias: Tensor
@@ -89,10 +116,11 @@ class ConvRequest(_message.Message):
     weight_format: WeightFormat
     padding_mode: PaddingMode
     explicit_padding: ExplicitPadding
-    def __init__(self, input: _Optional[_Union[Tensor, _Mapping]] = ..., weight: _Optional[_Union[Tensor, _Mapping]] = ..., bias: _Optional[_Union[Tensor, _Mapping]] = ..., stride: _Optional[_Iterable[int]] = ..., dilation: _Optional[_Iterable[int]] = ..., groups: _Optional[int] = ..., data_format: _Optional[_Union[DataFormat, str]] = ..., weight_format: _Optional[_Union[WeightFormat, str]] = ..., padding_mode: _Optional[_Union[PaddingMode, str]] = ..., explicit_padding: _Optional[_Union[ExplicitPadding, _Mapping]] = ...) -> None: ...
+    padding_fill: PaddingFill
+    def __init__(self, input: _Optional[_Union[Tensor, _Mapping]] = ..., weight: _Optional[_Union[Tensor, _Mapping]] = ..., bias: _Optional[_Union[Tensor, _Mapping]] = ..., stride: _Optional[_Iterable[int]] = ..., dilation: _Optional[_Iterable[int]] = ..., groups: _Optional[int] = ..., data_format: _Optional[_Union[DataFormat, str]] = ..., weight_format: _Optional[_Union[WeightFormat, str]] = ..., padding_mode: _Optional[_Union[PaddingMode, str]] = ..., explicit_padding: _Optional[_Union[ExplicitPadding, _Mapping]] = ..., padding_fill: _Optional[_Union[PaddingFill, str]] = ...) -> None: ...
 
 class TransposedConvRequest(_message.Message):
-    __slots__ = ("input", "weight", "bias", "stride", "dilation", "groups", "data_format", "weight_format", "padding_mode", "explicit_padding", "output_padding", "output_shape")
+    __slots__ = ("input", "weight", "bias", "stride", "dilation", "groups", "data_format", "weight_format", "padding_mode", "explicit_padding", "output_padding", "output_shape", "convention")
     INPUT_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     BIAS_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +133,7 @@ class TransposedConvRequest(_message.Message):
     EXPLICIT_PADDING_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_PADDING_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    CONVENTION_FIELD_NUMBER: _ClassVar[int]
     input: Tensor
     weight: Tensor
     bias: Tensor
@@ -117,7 +146,8 @@ class TransposedConvRequest(_message.Message):
     explicit_padding: ExplicitPadding
     output_padding: _containers.RepeatedScalarFieldContainer[int]
     output_shape: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, input: _Optional[_Union[Tensor, _Mapping]] = ..., weight: _Optional[_Union[Tensor, _Mapping]] = ..., bias: _Optional[_Union[Tensor, _Mapping]] = ..., stride: _Optional[_Iterable[int]] = ..., dilation: _Optional[_Iterable[int]] = ..., groups: _Optional[int] = ..., data_format: _Optional[_Union[DataFormat, str]] = ..., weight_format: _Optional[_Union[WeightFormat, str]] = ..., padding_mode: _Optional[_Union[PaddingMode, str]] = ..., explicit_padding: _Optional[_Union[ExplicitPadding, _Mapping]] = ..., output_padding: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ...) -> None: ...
+    convention: Convention
+    def __init__(self, input: _Optional[_Union[Tensor, _Mapping]] = ..., weight: _Optional[_Union[Tensor, _Mapping]] = ..., bias: _Optional[_Union[Tensor, _Mapping]] = ..., stride: _Optional[_Iterable[int]] = ..., dilation: _Optional[_Iterable[int]] = ..., groups: _Optional[int] = ..., data_format: _Optional[_Union[DataFormat, str]] = ..., weight_format: _Optional[_Union[WeightFormat, str]] = ..., padding_mode: _Optional[_Union[PaddingMode, str]] = ..., explicit_padding: _Optional[_Union[ExplicitPadding, _Mapping]] = ..., output_padding: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., convention: _Optional[_Union[Convention, str]] = ...) -> None: ...
 
 class ConvResponse(_message.Message):
     __slots__ = ("output",)
