@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 import grpc.aio
@@ -93,15 +93,23 @@ class AsyncClient(BaseClient[Coroutine[Any, Any, np.ndarray]]):
                 return await self._unary(self._compute_call(prepared))
         assembler = _requests.OutputAssembler(prepared.input_dtype)
         stream = getattr(self._stub, METHODS[prepared.op].chunked)
+        started: dict[str, Any] = {}
+
+        async def requests() -> AsyncIterator[Any]:
+            chunks = iter(self._chunks(prepared))
+            yield next(chunks)  # the request itself
+            # The server sends its headers once it accepted the request; if it refused it, the
+            # call is over and sending data would hide the refusal behind a local send error.
+            call = started["call"]
+            await call.initial_metadata()
+            if call.done():
+                return
+            for chunk in chunks:
+                yield chunk
+
         with rpc_errors():
-            call = stream(timeout=self.timeout, metadata=self._metadata)
-            try:
-                for chunk in self._chunks(prepared):
-                    await call.write(chunk)
-                await call.done_writing()
-            except (asyncio.InvalidStateError, grpc.aio.AioRpcError):
-                pass  # the server ended the call early: its status comes with the read below
-            async for message in call:
+            started["call"] = stream(requests(), timeout=self.timeout, metadata=self._metadata)
+            async for message in started["call"]:
                 assembler.add(message)
         return assembler.result()
 

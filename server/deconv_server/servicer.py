@@ -206,6 +206,8 @@ class DeconvServicer:
         self._admit(op)
         try:
             if chunked:
+                # Headers now tell the caller its request was accepted: it may send the data.
+                await context.send_initial_metadata(())
                 try:
                     async with asyncio.timeout(cfg.upload_timeout_s):
                         arrays, asked = await receive_chunked(

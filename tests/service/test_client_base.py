@@ -268,12 +268,27 @@ def _fake_async(client: AsyncClient, unary_error: Exception | None) -> Calls:
             raise unary_error
         return _unary_response()
 
-    async def chunked(requests: Iterator[Any], timeout: Any, metadata: Any) -> AsyncIterator[Any]:
+    class ChunkedCall:
+        """A fake streaming call: accepts the request at once, then answers the chunks."""
+
+        def __init__(self, requests: AsyncIterator[Any]) -> None:
+            self._requests = requests
+
+        async def initial_metadata(self) -> tuple[()]:
+            return ()
+
+        def done(self) -> bool:
+            return False
+
+        async def __aiter__(self) -> AsyncIterator[Any]:
+            calls.streamed = [r async for r in self._requests]
+            for message in _chunks():
+                await asyncio.sleep(0)
+                yield message
+
+    def chunked(requests: AsyncIterator[Any], timeout: Any, metadata: Any) -> ChunkedCall:
         calls.log.append(("TransposedConvChunked", metadata))
-        calls.streamed = list(requests)
-        for message in _chunks():
-            await asyncio.sleep(0)
-            yield message
+        return ChunkedCall(requests)
 
     client._stub = type("Stub", (), {"TransposedConv": unary, "TransposedConvChunked": chunked})
     return calls
