@@ -12,6 +12,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from deconv_core.api import conv, conv_transpose
+from deconv_core.backward import Gradients, conv_backward, conv_transpose_backward
 from deconv_core.errors import DeconvError, InvalidArgumentError, UnsupportedDtypeError
 from deconv_core.explain import Explanation, explain
 from deconv_core.plan import (
@@ -24,7 +25,9 @@ from deconv_core.plan import (
     plan_conv,
     plan_conv_transpose,
 )
+from deconv_core.restore import richardson_lucy, wiener_deconvolve
 from deconv_core.runtime import runtime_info, set_num_threads, warmup
+from deconv_core.solve import DeconvolveResult, deconvolve
 from deconv_core.values import MAX_VALUE, PADDING_FILLS, PADDING_MODES, ExplicitPadding
 
 __version__ = "0.1.0"
@@ -38,19 +41,26 @@ __all__ = [
     "PADDING_MODES",
     "WEIGHT_FORMATS",
     "DeconvError",
+    "DeconvolveResult",
     "Explanation",
     "ExplicitPadding",
+    "Gradients",
     "InvalidArgumentError",
     "Plan",
     "UnsupportedDtypeError",
     "__version__",
     "conv",
+    "conv_backward",
     "conv_transpose",
+    "conv_transpose_backward",
+    "deconvolve",
     "execute",
     "explain",
     "plan_conv",
     "plan_conv_transpose",
+    "richardson_lucy",
     "runtime_info",
     "set_num_threads",
     "warmup",
+    "wiener_deconvolve",
 ]
