@@ -14,6 +14,7 @@ needs only grpcio, protobuf and numpy: it never imports numba, deconv_core or de
 """
 
 from deconv_client import errors
+from deconv_client._operators import DeconvolveResult, Gradients
 from deconv_client._service import ServerInfo
 from deconv_client.aio import AsyncClient
 from deconv_client.client import Client
@@ -46,7 +47,9 @@ __all__ = [
     "DataLossError",
     "DeadlineExceededError",
     "DeconvClientError",
+    "DeconvolveResult",
     "FailedPreconditionError",
+    "Gradients",
     "InternalError",
     "InvalidArgumentError",
     "NotFoundError",

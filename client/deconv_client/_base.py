@@ -34,6 +34,7 @@ from deconv.wire import (
 
 from deconv_client import _requests, _service
 from deconv_client._channel import channel_setup, resolve_token
+from deconv_client._operators import OperatorsMixin
 from deconv_client.errors import DeadlineExceededError, DeconvClientError, from_rpc_error
 
 __all__ = [
@@ -210,7 +211,7 @@ class ServingWait:
         return True
 
 
-class BaseClient(Generic[ResultT]):
+class BaseClient(OperatorsMixin, Generic[ResultT]):
     """A client of the ``deconv.v1.Deconv`` service without its I/O.
 
     Subclasses set :attr:`_grpc` and implement ``_run``; see :class:`deconv_client.Client` for
@@ -372,6 +373,9 @@ class BaseClient(Generic[ResultT]):
             prepared.unary_request(),
             lambda response: _requests.decode_output(response.output, dtype),
         )
+
+    def _unary_call(self, method: Any, request: Any, decode: Callable[[Any], Any]) -> Any:
+        return self._unary(UnaryCall(method, request, decode))
 
     def _health_call(self, service: str) -> UnaryCall[str]:
         return UnaryCall(

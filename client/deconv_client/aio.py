@@ -17,7 +17,8 @@ from deconv.wire import METHODS
 
 from deconv_client import _requests, _service
 from deconv_client._base import BaseClient, ServingWait, UnaryCall, chunked_when_asked, rpc_errors
-from deconv_client.errors import DeconvClientError
+from deconv_client._operators import DeconvolveResult, update_of
+from deconv_client.errors import DataLossError, DeconvClientError
 
 __all__ = ["AsyncClient"]
 
@@ -49,6 +50,9 @@ class AsyncClient(BaseClient[Coroutine[Any, Any, np.ndarray]]):
 
     conv = _coroutine(BaseClient.conv)
     conv_transpose = _coroutine(BaseClient.conv_transpose)
+    conv_backward = _coroutine(BaseClient.conv_backward)
+    conv_transpose_backward = _coroutine(BaseClient.conv_transpose_backward)
+    deconvolve = _coroutine(BaseClient.deconvolve)
 
     async def health(self, service: str = "") -> str:
         """``grpc.health.v1`` status of ``service`` ("" = the whole server).
@@ -112,6 +116,17 @@ class AsyncClient(BaseClient[Coroutine[Any, Any, np.ndarray]]):
             async for message in started["call"]:
                 assembler.add(message)
         return assembler.result()
+
+    async def _updates(self, request: Any, dtype: np.dtype, progress: Any) -> DeconvolveResult:
+        with rpc_errors():
+            stream = self._stub.DeconvolveStream(
+                request, timeout=self.timeout, metadata=self._metadata
+            )
+            async for update in stream:
+                result = update_of(update, dtype, progress)
+                if result is not None:
+                    return result
+        raise DataLossError("deconvolve: the stream ended without a result")
 
     async def _unary(self, call: UnaryCall[T]) -> T:
         with rpc_errors():

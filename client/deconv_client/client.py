@@ -7,14 +7,15 @@ Only the blocking I/O lives here; the arguments, the transport choice and the er
 from __future__ import annotations
 
 import time
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 
 from deconv_client import _requests, _service
 from deconv_client._base import BaseClient, ServingWait, UnaryCall, chunked_when_asked, rpc_errors
-from deconv_client.errors import DeconvClientError
+from deconv_client._operators import DeconvolveResult, update_of
+from deconv_client.errors import DataLossError, DeconvClientError
 
 __all__ = ["Client"]
 
@@ -116,6 +117,17 @@ class Client(BaseClient[np.ndarray]):
     def _unary(self, call: UnaryCall[T]) -> T:
         with rpc_errors():
             return call.decode(self._start(call))
+
+    def _updates(self, request: Any, dtype: np.dtype, progress: Any) -> DeconvolveResult:
+        with rpc_errors():
+            stream = self._stub.DeconvolveStream(
+                request, timeout=self.timeout, metadata=self._metadata
+            )
+            for update in stream:
+                result = update_of(update, dtype, progress)
+                if result is not None:
+                    return result
+        raise DataLossError("deconvolve: the stream ended without a result")
 
     def _health_status(self, service: str) -> str:
         try:

@@ -32,6 +32,7 @@ __all__ = [
     "SLICE_SECONDS",
     "CancelledJobError",
     "Job",
+    "Task",
     "estimate_seconds",
     "limit_malloc_arenas",
     "max_slices",
@@ -158,7 +159,30 @@ class Job:
         return y
 
 
-def submit(job: Job, lock: Any = CORE_LOCK) -> Future[np.ndarray]:
+@dataclasses.dataclass
+class Task:
+    """Any function to run on the core thread, with the flag its RPC raises to stop it.
+
+    Attributes
+    ----------
+    fn : callable
+        ``fn(cancelled)``; long computations should check ``cancelled`` as they go.
+    cancelled : threading.Event
+    """
+
+    fn: Any
+    cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    def run(self, lock: Any = CORE_LOCK) -> Any:
+        """Call ``fn`` under ``lock`` on the core thread (nothing when already cancelled)."""
+        _queue.left()
+        if self.cancelled.is_set():
+            raise CancelledJobError
+        with lock:
+            return self.fn(self.cancelled)
+
+
+def submit(job: Job | Task, lock: Any = CORE_LOCK) -> Future[Any]:
     """Queue ``job`` on the core thread.
 
     Parameters

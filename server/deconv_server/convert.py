@@ -27,6 +27,7 @@ from deconv_server.errors import RequestError, RequestLimitError, ResultTooLarge
 __all__ = [
     "RequestPlan",
     "Unparsed",
+    "core_parameters",
     "decode_plan",
     "lenient_parser",
     "plan_request",
@@ -193,13 +194,26 @@ def _dtype_name(tensor: Any) -> str:
     return _DTYPE_NAMES[tensor.dtype]  # codec.tensor_nbytes has refused unknown dtypes
 
 
-def _core_plan(op: str, request: Any, tensors: dict[str, Any]) -> deconv_core.Plan:
-    """The core's plan, from the wire fields as they are (empty repeated field = default)."""
-    bias = tensors.get("bias")
-    common: dict[str, Any] = dict(
-        dtype=_dtype_name(tensors["input"]),
-        weight_dtype=_dtype_name(tensors["weight"]),
-        bias_dtype=None if bias is None else _dtype_name(bias),
+def core_parameters(op: str, request: Any) -> dict[str, Any]:
+    """The op's keyword parameters from the wire fields as they are (empty = the default).
+
+    Parameters
+    ----------
+    op : {"conv", "conv_transpose"}
+    request : deconv.v1.ConvRequest or deconv.v1.TransposedConvRequest
+
+    Returns
+    -------
+    dict
+        Keyword arguments of ``deconv_core.plan_conv`` (or ``plan_conv_transpose``) beyond the
+        shapes and dtypes; also those of the core's backward and deconvolve functions.
+
+    Raises
+    ------
+    RequestError
+        An enum value is unknown.
+    """
+    params: dict[str, Any] = dict(
         stride=request.stride or 1,
         padding=_padding(op, request),
         dilation=request.dilation or 1,
@@ -211,17 +225,30 @@ def _core_plan(op: str, request: Any, tensors: dict[str, Any]) -> deconv_core.Pl
             op, "weight_format", request.weight_format, _WEIGHT_FORMATS, pb.WeightFormat
         ),
     )
-    shapes = (tensors["input"].shape, tensors["weight"].shape, None if bias is None else bias.shape)
     if op == "conv":
-        fill = _enum(op, "padding_fill", request.padding_fill, _PADDING_FILLS, pb.PaddingFill)
-        return deconv_core.plan_conv(*shapes, **common, padding_mode=fill)
-    return deconv_core.plan_conv_transpose(
-        *shapes,
-        **common,
-        output_padding=request.output_padding or 0,
-        output_shape=request.output_shape or None,
-        convention=_enum(op, "convention", request.convention, _CONVENTIONS, pb.Convention),
+        params["padding_mode"] = _enum(
+            op, "padding_fill", request.padding_fill, _PADDING_FILLS, pb.PaddingFill
+        )
+    else:
+        params["output_padding"] = request.output_padding or 0
+        params["output_shape"] = request.output_shape or None
+        params["convention"] = _enum(
+            op, "convention", request.convention, _CONVENTIONS, pb.Convention
+        )
+    return params
+
+
+def _core_plan(op: str, request: Any, tensors: dict[str, Any]) -> deconv_core.Plan:
+    """The core's plan, from the wire fields as they are (empty repeated field = default)."""
+    bias = tensors.get("bias")
+    dtypes = dict(
+        dtype=_dtype_name(tensors["input"]),
+        weight_dtype=_dtype_name(tensors["weight"]),
+        bias_dtype=None if bias is None else _dtype_name(bias),
     )
+    shapes = (tensors["input"].shape, tensors["weight"].shape, None if bias is None else bias.shape)
+    planner = deconv_core.plan_conv if op == "conv" else deconv_core.plan_conv_transpose
+    return planner(*shapes, **dtypes, **core_parameters(op, request))
 
 
 def plan_request(

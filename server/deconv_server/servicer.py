@@ -23,6 +23,7 @@ whose bytes do not parse gets INVALID_ARGUMENT instead of gRPC's INTERNAL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -39,7 +40,7 @@ from deconv import codec
 from deconv.v1 import deconv_pb2 as pb
 
 import deconv_core
-from deconv_server import __version__, compute
+from deconv_server import __version__, compute, operators
 from deconv_server.budget import ByteBudget
 from deconv_server.chunked import output_chunks, plan_first_chunk, receive_chunked
 from deconv_server.config import ServerConfig
@@ -133,6 +134,25 @@ class DeconvServicer:
         """Transposed convolution with tensors sent and received in chunks."""
         await self._serve("conv_transpose", context, chunked=True)
 
+    async def ConvBackward(self, requests: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+        """Gradients of a Conv call (see :mod:`deconv_server.operators`)."""
+        await self._serve("conv", context, handle=operators.backward_rpc(self, "conv"))
+
+    async def TransposedConvBackward(  # noqa: N802
+        self, requests: Any, context: grpc.aio.ServicerContext
+    ) -> None:
+        """Gradients of a TransposedConv call."""
+        handle = operators.backward_rpc(self, "conv_transpose")
+        await self._serve("conv_transpose", context, handle=handle)
+
+    async def Deconvolve(self, requests: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+        """True deconvolution, one response."""
+        await self._serve("deconvolve", context, handle=operators.deconvolve_rpc(self, False))
+
+    async def DeconvolveStream(self, requests: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+        """True deconvolution with progress messages."""
+        await self._serve("deconvolve", context, handle=operators.deconvolve_rpc(self, True))
+
     async def GetServerInfo(  # noqa: N802
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> pb.GetServerInfoResponse:
@@ -170,11 +190,25 @@ class DeconvServicer:
 
     # -- internals ---------------------------------------------------------------------------
 
-    async def _serve(self, op: str, context: grpc.aio.ServicerContext, *, chunked: bool) -> None:
+    async def _serve(
+        self,
+        op: str,
+        context: grpc.aio.ServicerContext,
+        *,
+        chunked: bool = False,
+        handle: Any = None,
+    ) -> None:
+        """Run one RPC's handler with a budget that is released on every exit; map errors.
+
+        ``handle(context, reserve)`` is the RPC's work (default: a Conv/TransposedConv call).
+        """
         start = time.perf_counter()
         try:
             with self._budget.holding() as reserve:
-                await self._handle(op, context, reserve, chunked=chunked)
+                if handle is None:
+                    await self._handle(op, context, reserve, chunked=chunked)
+                else:
+                    await handle(context, reserve)
         except asyncio.CancelledError:  # the caller left (cancel or deadline): no status to send
             self._failed += 1
             _log.info("%s -> CANCELLED: the caller left (cancel or deadline)", op)
@@ -263,6 +297,30 @@ class DeconvServicer:
             job.cancelled.set()  # a queued job never starts; a running one stops at its next slice
             raise
 
+    @property
+    def config(self) -> ServerConfig:
+        """The settings in force."""
+        return self._config
+
+    @contextlib.contextmanager
+    def admitted(self, op: str) -> Any:
+        """Hold one of the ``workers`` admission slots for the block (UNAVAILABLE when full)."""
+        self._admit(op)
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+
+    async def on_core(self, fn: Any) -> Any:
+        """Run ``fn(cancelled)`` on the core thread; a cancel of this RPC sets ``cancelled``."""
+        task = compute.Task(fn)
+        future = compute.submit(task, self._lock)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            task.cancelled.set()
+            raise
+
     def _admit(self, op: str) -> None:
         if self._in_flight >= self._config.workers:
             raise BusyError(
@@ -320,6 +378,26 @@ def add_to_server(servicer: DeconvServicer, server: grpc.aio.Server) -> None:
             servicer.TransposedConvChunked,
             request_deserializer=lenient_parser(pb.TransposedConvRequestChunk),
             response_serializer=chunk,
+        ),
+        "ConvBackward": stream(
+            servicer.ConvBackward,
+            request_deserializer=lenient_parser(pb.ConvBackwardRequest),
+            response_serializer=pb.BackwardResponse.SerializeToString,
+        ),
+        "TransposedConvBackward": stream(
+            servicer.TransposedConvBackward,
+            request_deserializer=lenient_parser(pb.TransposedConvBackwardRequest),
+            response_serializer=pb.BackwardResponse.SerializeToString,
+        ),
+        "Deconvolve": stream(
+            servicer.Deconvolve,
+            request_deserializer=lenient_parser(pb.DeconvolveRequest),
+            response_serializer=pb.DeconvolveResponse.SerializeToString,
+        ),
+        "DeconvolveStream": stream(
+            servicer.DeconvolveStream,
+            request_deserializer=lenient_parser(pb.DeconvolveRequest),
+            response_serializer=pb.DeconvolveUpdate.SerializeToString,
         ),
     }
     name = pb.DESCRIPTOR.services_by_name["Deconv"].full_name

@@ -49,6 +49,13 @@ class Convention(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONVENTION_KERAS: _ClassVar[Convention]
     CONVENTION_ONNX: _ClassVar[Convention]
     CONVENTION_ONNXRUNTIME: _ClassVar[Convention]
+
+class Gradient(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GRADIENT_UNSPECIFIED: _ClassVar[Gradient]
+    GRADIENT_INPUT: _ClassVar[Gradient]
+    GRADIENT_WEIGHT: _ClassVar[Gradient]
+    GRADIENT_BIAS: _ClassVar[Gradient]
 DTYPE_UNSPECIFIED: DType
 DTYPE_FLOAT32: DType
 DTYPE_FLOAT64: DType
@@ -74,6 +81,10 @@ CONVENTION_DEFAULT: Convention
 CONVENTION_KERAS: Convention
 CONVENTION_ONNX: Convention
 CONVENTION_ONNXRUNTIME: Convention
+GRADIENT_UNSPECIFIED: Gradient
+GRADIENT_INPUT: Gradient
+GRADIENT_WEIGHT: Gradient
+GRADIENT_BIAS: Gradient
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -239,3 +250,81 @@ class TensorChunk(_message.Message):
     header: Tensor
     data: bytes
     def __init__(self, header: _Optional[_Union[Tensor, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ConvBackwardRequest(_message.Message):
+    __slots__ = ("forward", "grad_output", "need")
+    FORWARD_FIELD_NUMBER: _ClassVar[int]
+    GRAD_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    NEED_FIELD_NUMBER: _ClassVar[int]
+    forward: ConvRequest
+    grad_output: Tensor
+    need: _containers.RepeatedScalarFieldContainer[Gradient]
+    def __init__(self, forward: _Optional[_Union[ConvRequest, _Mapping]] = ..., grad_output: _Optional[_Union[Tensor, _Mapping]] = ..., need: _Optional[_Iterable[_Union[Gradient, str]]] = ...) -> None: ...
+
+class TransposedConvBackwardRequest(_message.Message):
+    __slots__ = ("forward", "grad_output", "need")
+    FORWARD_FIELD_NUMBER: _ClassVar[int]
+    GRAD_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    NEED_FIELD_NUMBER: _ClassVar[int]
+    forward: TransposedConvRequest
+    grad_output: Tensor
+    need: _containers.RepeatedScalarFieldContainer[Gradient]
+    def __init__(self, forward: _Optional[_Union[TransposedConvRequest, _Mapping]] = ..., grad_output: _Optional[_Union[Tensor, _Mapping]] = ..., need: _Optional[_Iterable[_Union[Gradient, str]]] = ...) -> None: ...
+
+class BackwardResponse(_message.Message):
+    __slots__ = ("grad_input", "grad_weight", "grad_bias")
+    GRAD_INPUT_FIELD_NUMBER: _ClassVar[int]
+    GRAD_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    GRAD_BIAS_FIELD_NUMBER: _ClassVar[int]
+    grad_input: Tensor
+    grad_weight: Tensor
+    grad_bias: Tensor
+    def __init__(self, grad_input: _Optional[_Union[Tensor, _Mapping]] = ..., grad_weight: _Optional[_Union[Tensor, _Mapping]] = ..., grad_bias: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class DeconvolveRequest(_message.Message):
+    __slots__ = ("conv", "conv_transpose", "observed", "damping", "tol", "max_iter")
+    CONV_FIELD_NUMBER: _ClassVar[int]
+    CONV_TRANSPOSE_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    DAMPING_FIELD_NUMBER: _ClassVar[int]
+    TOL_FIELD_NUMBER: _ClassVar[int]
+    MAX_ITER_FIELD_NUMBER: _ClassVar[int]
+    conv: ConvRequest
+    conv_transpose: TransposedConvRequest
+    observed: Tensor
+    damping: float
+    tol: float
+    max_iter: int
+    def __init__(self, conv: _Optional[_Union[ConvRequest, _Mapping]] = ..., conv_transpose: _Optional[_Union[TransposedConvRequest, _Mapping]] = ..., observed: _Optional[_Union[Tensor, _Mapping]] = ..., damping: _Optional[float] = ..., tol: _Optional[float] = ..., max_iter: _Optional[int] = ...) -> None: ...
+
+class DeconvolveResponse(_message.Message):
+    __slots__ = ("x", "residual_norm", "iterations", "converged", "residual_history", "stop_reason")
+    X_FIELD_NUMBER: _ClassVar[int]
+    RESIDUAL_NORM_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    CONVERGED_FIELD_NUMBER: _ClassVar[int]
+    RESIDUAL_HISTORY_FIELD_NUMBER: _ClassVar[int]
+    STOP_REASON_FIELD_NUMBER: _ClassVar[int]
+    x: Tensor
+    residual_norm: float
+    iterations: int
+    converged: bool
+    residual_history: _containers.RepeatedScalarFieldContainer[float]
+    stop_reason: str
+    def __init__(self, x: _Optional[_Union[Tensor, _Mapping]] = ..., residual_norm: _Optional[float] = ..., iterations: _Optional[int] = ..., converged: _Optional[bool] = ..., residual_history: _Optional[_Iterable[float]] = ..., stop_reason: _Optional[str] = ...) -> None: ...
+
+class DeconvolveUpdate(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: DeconvolveProgress
+    result: DeconvolveResponse
+    def __init__(self, progress: _Optional[_Union[DeconvolveProgress, _Mapping]] = ..., result: _Optional[_Union[DeconvolveResponse, _Mapping]] = ...) -> None: ...
+
+class DeconvolveProgress(_message.Message):
+    __slots__ = ("iteration", "residual_norm")
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    RESIDUAL_NORM_FIELD_NUMBER: _ClassVar[int]
+    iteration: int
+    residual_norm: float
+    def __init__(self, iteration: _Optional[int] = ..., residual_norm: _Optional[float] = ...) -> None: ...

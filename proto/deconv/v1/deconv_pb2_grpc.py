@@ -26,10 +26,7 @@ if _version_not_supported:
 
 
 class DeconvStub:
-    """N-d convolution and transposed convolution with bias, ranks 1-3, on a CPU compute core.
-    Standard grpc.health.v1 health (NOT_SERVING until the kernels are compiled) and server
-    reflection are served next to it.
-    """
+    """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
         """Constructor.
@@ -62,13 +59,30 @@ class DeconvStub:
                 request_serializer=deconv_dot_v1_dot_deconv__pb2.TransposedConvRequestChunk.SerializeToString,
                 response_deserializer=deconv_dot_v1_dot_deconv__pb2.TensorChunk.FromString,
                 _registered_method=True)
+        self.ConvBackward = channel.unary_unary(
+                '/deconv.v1.Deconv/ConvBackward',
+                request_serializer=deconv_dot_v1_dot_deconv__pb2.ConvBackwardRequest.SerializeToString,
+                response_deserializer=deconv_dot_v1_dot_deconv__pb2.BackwardResponse.FromString,
+                _registered_method=True)
+        self.TransposedConvBackward = channel.unary_unary(
+                '/deconv.v1.Deconv/TransposedConvBackward',
+                request_serializer=deconv_dot_v1_dot_deconv__pb2.TransposedConvBackwardRequest.SerializeToString,
+                response_deserializer=deconv_dot_v1_dot_deconv__pb2.BackwardResponse.FromString,
+                _registered_method=True)
+        self.Deconvolve = channel.unary_unary(
+                '/deconv.v1.Deconv/Deconvolve',
+                request_serializer=deconv_dot_v1_dot_deconv__pb2.DeconvolveRequest.SerializeToString,
+                response_deserializer=deconv_dot_v1_dot_deconv__pb2.DeconvolveResponse.FromString,
+                _registered_method=True)
+        self.DeconvolveStream = channel.unary_stream(
+                '/deconv.v1.Deconv/DeconvolveStream',
+                request_serializer=deconv_dot_v1_dot_deconv__pb2.DeconvolveRequest.SerializeToString,
+                response_deserializer=deconv_dot_v1_dot_deconv__pb2.DeconvolveUpdate.FromString,
+                _registered_method=True)
 
 
 class DeconvServicer:
-    """N-d convolution and transposed convolution with bias, ranks 1-3, on a CPU compute core.
-    Standard grpc.health.v1 health (NOT_SERVING until the kernels are compiled) and server
-    reflection are served next to it.
-    """
+    """Missing associated documentation comment in .proto file."""
 
     def Conv(self, request, context):
         """Convolution (cross-correlation) with optional bias. A result too large for one message is
@@ -108,6 +122,35 @@ class DeconvServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ConvBackward(self, request, context):
+        """Gradients of a Conv call (grad_input is a transposed conv of grad_output).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TransposedConvBackward(self, request, context):
+        """Gradients of a TransposedConv call (grad_input is a conv of grad_output).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Deconvolve(self, request, context):
+        """True deconvolution (the pseudo-inverse of a layer, bias subtracted first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeconvolveStream(self, request, context):
+        """Deconvolve with progress messages while it runs (at most a few per second), then the
+        result; cancelling the call stops the solve.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeconvServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -136,6 +179,26 @@ def add_DeconvServicer_to_server(servicer, server):
                     request_deserializer=deconv_dot_v1_dot_deconv__pb2.TransposedConvRequestChunk.FromString,
                     response_serializer=deconv_dot_v1_dot_deconv__pb2.TensorChunk.SerializeToString,
             ),
+            'ConvBackward': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConvBackward,
+                    request_deserializer=deconv_dot_v1_dot_deconv__pb2.ConvBackwardRequest.FromString,
+                    response_serializer=deconv_dot_v1_dot_deconv__pb2.BackwardResponse.SerializeToString,
+            ),
+            'TransposedConvBackward': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransposedConvBackward,
+                    request_deserializer=deconv_dot_v1_dot_deconv__pb2.TransposedConvBackwardRequest.FromString,
+                    response_serializer=deconv_dot_v1_dot_deconv__pb2.BackwardResponse.SerializeToString,
+            ),
+            'Deconvolve': grpc.unary_unary_rpc_method_handler(
+                    servicer.Deconvolve,
+                    request_deserializer=deconv_dot_v1_dot_deconv__pb2.DeconvolveRequest.FromString,
+                    response_serializer=deconv_dot_v1_dot_deconv__pb2.DeconvolveResponse.SerializeToString,
+            ),
+            'DeconvolveStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.DeconvolveStream,
+                    request_deserializer=deconv_dot_v1_dot_deconv__pb2.DeconvolveRequest.FromString,
+                    response_serializer=deconv_dot_v1_dot_deconv__pb2.DeconvolveUpdate.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'deconv.v1.Deconv', rpc_method_handlers)
@@ -145,10 +208,7 @@ def add_DeconvServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Deconv:
-    """N-d convolution and transposed convolution with bias, ranks 1-3, on a CPU compute core.
-    Standard grpc.health.v1 health (NOT_SERVING until the kernels are compiled) and server
-    reflection are served next to it.
-    """
+    """Missing associated documentation comment in .proto file."""
 
     @staticmethod
     def Conv(request,
@@ -275,6 +335,114 @@ class Deconv:
             '/deconv.v1.Deconv/TransposedConvChunked',
             deconv_dot_v1_dot_deconv__pb2.TransposedConvRequestChunk.SerializeToString,
             deconv_dot_v1_dot_deconv__pb2.TensorChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConvBackward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deconv.v1.Deconv/ConvBackward',
+            deconv_dot_v1_dot_deconv__pb2.ConvBackwardRequest.SerializeToString,
+            deconv_dot_v1_dot_deconv__pb2.BackwardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransposedConvBackward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deconv.v1.Deconv/TransposedConvBackward',
+            deconv_dot_v1_dot_deconv__pb2.TransposedConvBackwardRequest.SerializeToString,
+            deconv_dot_v1_dot_deconv__pb2.BackwardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Deconvolve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deconv.v1.Deconv/Deconvolve',
+            deconv_dot_v1_dot_deconv__pb2.DeconvolveRequest.SerializeToString,
+            deconv_dot_v1_dot_deconv__pb2.DeconvolveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeconvolveStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/deconv.v1.Deconv/DeconvolveStream',
+            deconv_dot_v1_dot_deconv__pb2.DeconvolveRequest.SerializeToString,
+            deconv_dot_v1_dot_deconv__pb2.DeconvolveUpdate.FromString,
             options,
             channel_credentials,
             insecure,
