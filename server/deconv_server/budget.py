@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 from deconv_server.errors import BusyError, RequestLimitError
 
-__all__ = ["ByteBudget"]
+__all__ = ["ByteBudget", "Reservations"]
 
 
 class ByteBudget:
@@ -73,6 +73,10 @@ class ByteBudget:
         with self._lock:
             self._used -= nbytes
 
+    def reservations(self) -> Reservations:
+        """A set of reservations released together (see :class:`Reservations`)."""
+        return Reservations(self)
+
     @contextlib.contextmanager
     def holding(self) -> Iterator[Callable[[str, int], None]]:
         """A ``reserve(op, nbytes)`` function whose reservations are released on exit."""
@@ -82,3 +86,26 @@ class ByteBudget:
         finally:
             for nbytes in held:
                 self.release(nbytes)
+
+
+class Reservations:
+    """Reservations of one call, released together, once (whichever exit path comes first).
+
+    Parameters
+    ----------
+    budget : ByteBudget
+    """
+
+    def __init__(self, budget: ByteBudget) -> None:
+        self._budget = budget
+        self._held: list[int] = []
+
+    def reserve(self, op: str, nbytes: int) -> None:
+        """Reserve ``nbytes`` more (see :meth:`ByteBudget.reserve`)."""
+        self._held.append(self._budget.reserve(op, nbytes))
+
+    def release(self) -> None:
+        """Give everything back; later calls do nothing."""
+        held, self._held = self._held, []
+        for nbytes in held:
+            self._budget.release(nbytes)

@@ -30,7 +30,8 @@ from deconv_server.messages import read_message, write_message
 
 __all__ = ["backward_rpc", "deconvolve_rpc"]
 
-Handler = Callable[[grpc.aio.ServicerContext, Callable[[str, int], None]], Awaitable[None]]
+#: ``handle(context, reserve)``: the response of a unary-response RPC, or None for a stream.
+Handler = Callable[[grpc.aio.ServicerContext, Callable[[str, int], None]], Awaitable[Any]]
 
 _NEED = {
     pb.GRADIENT_INPUT: "input",
@@ -82,7 +83,9 @@ def _encode(arr: np.ndarray | None, wire: int, out: Any) -> int:
 def backward_rpc(servicer: Any, op: str) -> Handler:
     """The handler of ConvBackward (``op="conv"``) or TransposedConvBackward."""
 
-    async def handle(context: grpc.aio.ServicerContext, reserve: Callable[[str, int], None]):
+    async def handle(
+        context: grpc.aio.ServicerContext, reserve: Callable[[str, int], None]
+    ) -> pb.BackwardResponse:
         cfg = servicer.config
         name = f"{op}_backward"
         request = await _request(name, context, servicer)
@@ -112,7 +115,7 @@ def backward_rpc(servicer: Any, op: str) -> Handler:
                     f"{name}: the gradients need {sent} bytes, more than the max message size "
                     f"of {cfg.max_message_bytes} bytes; ask for fewer (need) or split the batch"
                 )
-            await write_message(context, name, response, cfg.write_timeout_s)
+            return response
 
     return handle
 
@@ -128,7 +131,7 @@ def _need(op: str, value: int) -> str:
 def deconvolve_rpc(servicer: Any, stream: bool) -> Handler:
     """The handler of Deconvolve (``stream=False``) or DeconvolveStream."""
 
-    async def handle(context: grpc.aio.ServicerContext, reserve: Callable[[str, int], None]):
+    async def handle(context: grpc.aio.ServicerContext, reserve: Callable[[str, int], None]) -> Any:
         cfg = servicer.config
         name = "deconvolve"
         request = await _request(name, context, servicer)
@@ -181,9 +184,11 @@ def deconvolve_rpc(servicer: Any, stream: bool) -> Handler:
                 if not work.done():
                     work.cancel()
             response = _response(result, plan.wire_dtype, progress.timed_out)
-            if stream:
-                response = pb.DeconvolveUpdate(result=response)
-            await write_message(context, name, response, cfg.write_timeout_s)
+            if not stream:
+                return response
+            update = pb.DeconvolveUpdate(result=response)
+            await write_message(context, name, update, cfg.write_timeout_s)
+            return None
 
     return handle
 

@@ -116,13 +116,13 @@ class DeconvServicer:
         """Compute RPCs admitted and not finished (receiving, queued, computing or sending)."""
         return self._in_flight
 
-    async def Conv(self, requests: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+    async def Conv(self, requests: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         """Convolution: one request message, one response message (see the proto)."""
-        await self._serve("conv", context, chunked=False)
+        return await self._serve("conv", context, chunked=False)
 
-    async def TransposedConv(self, requests: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+    async def TransposedConv(self, requests: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         """Transposed convolution: one request message, one response message."""
-        await self._serve("conv_transpose", context, chunked=False)
+        return await self._serve("conv_transpose", context, chunked=False)
 
     async def ConvChunked(self, requests: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
         """Convolution with tensors sent and received in chunks."""
@@ -134,20 +134,21 @@ class DeconvServicer:
         """Transposed convolution with tensors sent and received in chunks."""
         await self._serve("conv_transpose", context, chunked=True)
 
-    async def ConvBackward(self, requests: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+    async def ConvBackward(self, requests: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         """Gradients of a Conv call (see :mod:`deconv_server.operators`)."""
-        await self._serve("conv", context, handle=operators.backward_rpc(self, "conv"))
+        return await self._serve("conv", context, handle=operators.backward_rpc(self, "conv"))
 
     async def TransposedConvBackward(  # noqa: N802
         self, requests: Any, context: grpc.aio.ServicerContext
-    ) -> None:
+    ) -> Any:
         """Gradients of a TransposedConv call."""
         handle = operators.backward_rpc(self, "conv_transpose")
-        await self._serve("conv_transpose", context, handle=handle)
+        return await self._serve("conv_transpose", context, handle=handle)
 
-    async def Deconvolve(self, requests: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+    async def Deconvolve(self, requests: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         """True deconvolution, one response."""
-        await self._serve("deconvolve", context, handle=operators.deconvolve_rpc(self, False))
+        handle = operators.deconvolve_rpc(self, False)
+        return await self._serve("deconvolve", context, handle=handle)
 
     async def DeconvolveStream(self, requests: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
         """True deconvolution with progress messages."""
@@ -197,18 +198,28 @@ class DeconvServicer:
         *,
         chunked: bool = False,
         handle: Any = None,
-    ) -> None:
-        """Run one RPC's handler with a budget that is released on every exit; map errors.
+    ) -> Any:
+        """Run one RPC's handler with reservations released on every exit; map errors.
 
-        ``handle(context, reserve)`` is the RPC's work (default: a Conv/TransposedConv call).
+        ``handle(context, reserve)`` is the RPC's work (default: a Conv/TransposedConv call); it
+        returns the response of a unary-response RPC (sent by gRPC with the status, in one
+        piece: a replica that dies mid-answer leaves a call the client can retry), or None after
+        writing a stream's messages itself.
         """
         start = time.perf_counter()
+        held = self._budget.reservations()
+        response = None
         try:
-            with self._budget.holding() as reserve:
+            try:
                 if handle is None:
-                    await self._handle(op, context, reserve, chunked=chunked)
+                    response = await self._handle(op, context, held.reserve, chunked=chunked)
                 else:
-                    await handle(context, reserve)
+                    response = await handle(context, held.reserve)
+            finally:
+                if response is None:
+                    held.release()
+                else:  # gRPC sends it after we return: the bytes stay counted until then
+                    context.add_done_callback(lambda _: held.release())
         except asyncio.CancelledError:  # the caller left (cancel or deadline): no status to send
             self._failed += 1
             _log.info("%s -> CANCELLED: the caller left (cancel or deadline)", op)
@@ -222,10 +233,11 @@ class DeconvServicer:
             await context.abort(code, message, trailing_metadata=trailers)
         self._served += 1
         _log.debug("%s done in %.1f ms", op, 1e3 * (time.perf_counter() - start))
+        return response
 
     async def _handle(
         self, op: str, context: grpc.aio.ServicerContext, reserve: Any, *, chunked: bool
-    ) -> None:
+    ) -> pb.ConvResponse | None:
         cfg = self._config
         first = await read_message(context, op, cfg.message_timeout_s)
         if first is grpc.aio.EOF:
@@ -266,11 +278,10 @@ class DeconvServicer:
             if chunked:
                 for message in output_chunks(y, plan.wire_dtype, cfg.max_message_bytes, asked):
                     await write_message(context, op, message, cfg.write_timeout_s)
-            else:
-                response = pb.ConvResponse()
-                codec.encode(y, dtype=plan.wire_dtype, out=response.output)
-                del y
-                await write_message(context, op, response, cfg.write_timeout_s)
+                return None
+            response = pb.ConvResponse()
+            codec.encode(y, dtype=plan.wire_dtype, out=response.output)
+            return response
         finally:
             self._in_flight -= 1
 
@@ -351,15 +362,16 @@ def add_to_server(servicer: DeconvServicer, server: grpc.aio.Server) -> None:
     server : grpc.aio.Server
     """
     stream = grpc.stream_stream_rpc_method_handler
+    unary = grpc.stream_unary_rpc_method_handler  # one response, sent with the status
     reply = pb.ConvResponse.SerializeToString
     chunk = pb.TensorChunk.SerializeToString
     handlers = {
-        "Conv": stream(
+        "Conv": unary(
             servicer.Conv,
             request_deserializer=lenient_parser(pb.ConvRequest),
             response_serializer=reply,
         ),
-        "TransposedConv": stream(
+        "TransposedConv": unary(
             servicer.TransposedConv,
             request_deserializer=lenient_parser(pb.TransposedConvRequest),
             response_serializer=reply,
@@ -379,17 +391,17 @@ def add_to_server(servicer: DeconvServicer, server: grpc.aio.Server) -> None:
             request_deserializer=lenient_parser(pb.TransposedConvRequestChunk),
             response_serializer=chunk,
         ),
-        "ConvBackward": stream(
+        "ConvBackward": unary(
             servicer.ConvBackward,
             request_deserializer=lenient_parser(pb.ConvBackwardRequest),
             response_serializer=pb.BackwardResponse.SerializeToString,
         ),
-        "TransposedConvBackward": stream(
+        "TransposedConvBackward": unary(
             servicer.TransposedConvBackward,
             request_deserializer=lenient_parser(pb.TransposedConvBackwardRequest),
             response_serializer=pb.BackwardResponse.SerializeToString,
         ),
-        "Deconvolve": stream(
+        "Deconvolve": unary(
             servicer.Deconvolve,
             request_deserializer=lenient_parser(pb.DeconvolveRequest),
             response_serializer=pb.DeconvolveResponse.SerializeToString,
