@@ -19,6 +19,7 @@ from deconv_client import AsyncClient, Client
 from deconv_server.app import ServerHandle
 
 from .conftest import extra_server
+from .counters import counters
 from .helpers import core, rand, raw_stub
 
 LIMIT = 256 * 1024
@@ -53,12 +54,12 @@ def test_the_server_asks_for_the_chunked_rpc_in_the_trailing_metadata(
 
 
 def test_sync_client_repeats_the_call_chunked(small: ServerHandle) -> None:
-    failed = small.servicer._failed
+    _, failed = counters(small.target)
     with Client(small.target, timeout=60) as c:
         got = c.conv_transpose(X, W, stride=4)
     assert got.shape == (1, 1, 320, 320)
     np.testing.assert_array_equal(got, core("conv_transpose", X, W, stride=4))
-    assert small.servicer._failed == failed + 1  # the refused unary attempt
+    assert counters(small.target)[1] == failed + 1  # the refused unary attempt
 
 
 def test_async_client_repeats_the_call_chunked(small: ServerHandle) -> None:
@@ -70,9 +71,9 @@ def test_async_client_repeats_the_call_chunked(small: ServerHandle) -> None:
 
 
 def test_a_client_within_the_servers_limit_never_tries_unary(small: ServerHandle) -> None:
-    failed = small.servicer._failed
+    _, failed = counters(small.target)
     with Client(small.target, timeout=60, max_message_bytes=LIMIT) as c:
         np.testing.assert_array_equal(
             c.conv_transpose(X, W, stride=4), core("conv_transpose", X, W, stride=4)
         )
-    assert small.servicer._failed == failed
+    assert counters(small.target)[1] == failed
