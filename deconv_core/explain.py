@@ -5,7 +5,7 @@ pixel off?") answered for any call: the full-result length, the crop window and 
 of each spatial axis, then the parameters that give the same result in PyTorch, TensorFlow,
 Keras and ONNX, or, where one cannot express it, what to do instead. The call is planned first
 (every rule checked), so an explanation exists exactly for the calls ``conv``/``conv_transpose``
-accept. The framework maths is ``deconv_core._ports`` (shared with the ``deconv explain`` CLI).
+accept. The framework maths is ``deconv.ports`` (shared with the ``deconv explain`` CLI).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from deconv_core._ports import Axis, Explanation, explanation
+from deconv.ports import Axis, Explanation, explanation
+
 from deconv_core.errors import InvalidArgumentError
 from deconv_core.plan import plan_conv, plan_conv_transpose
 

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from deconv_core import _windows, shapes
+from deconv import windows as _windows
+
+from deconv_core import shapes
 from deconv_core.errors import InvalidArgumentError
 from deconv_core.layout import DEFAULT_LAYOUT, Layout
 from deconv_core.values import (

@@ -17,8 +17,9 @@ from typing import Any
 
 import numba
 import numpy as np
+from deconv import windows as _windows
 
-from deconv_core import _engine, _windows, stages
+from deconv_core import _engine, stages
 from deconv_core.dtypes import DTYPES, call_dtype
 from deconv_core.errors import InvalidArgumentError, UnsupportedDtypeError
 from deconv_core.layout import Layout

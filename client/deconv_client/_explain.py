@@ -1,9 +1,9 @@
 """``deconv explain`` without a server: a call's windows and framework equivalents, client side.
 
-The client may not import deconv_core, so this module reads the call from shapes with the
-client's own copies of the window maths (``_windows``) and of the framework ports (``_ports``),
-the same files the core uses (``tests/test_shared_copies.py`` keeps them equal), and checks only
-what it needs to read the shapes; ``deconv_core.explain`` plans the call and checks every rule.
+The client may not import deconv_core, so this module reads the call from shapes with the window
+maths (``deconv.windows``) and the framework ports (``deconv.ports``) that the core uses too
+(pure Python in the shared ``deconv`` package), and checks only what it needs to read the
+shapes; ``deconv_core.explain`` plans the call and checks every rule.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from deconv_client import _ports, _windows
+from deconv import ports as _ports
+from deconv import windows as _windows
+
 from deconv_client.errors import InvalidArgumentError
 
 __all__ = ["explain"]

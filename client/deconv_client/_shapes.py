@@ -16,9 +16,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from deconv import windows as _windows
 from deconv.v1 import deconv_pb2 as pb
-
-from deconv_client import _windows
 
 __all__ = ["result_nbytes", "result_shape", "transpose_windows"]
 

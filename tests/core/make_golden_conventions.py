@@ -34,15 +34,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _load(name: str):
-    """deconv_core's pure-python window and port modules, without numba (by file path)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "deconv_core" / f"{name}.py")
+    """The shared pure-python window and port modules, without numba (by file path)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "proto" / "deconv" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
 
 
-windows, ports = _load("_windows"), _load("_ports")
+windows, ports = _load("windows"), _load("ports")
 
 
 def rand(*shape: int) -> np.ndarray:

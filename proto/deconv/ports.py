@@ -5,9 +5,7 @@ of the full result, docs/semantics.md) or pads (conv), :func:`explanation` finds
 parameters for the same result, the common PyTorch translation of a TF SAME layer when that one
 is off, and a recipe (run uncropped, then slice) when a framework has no parameters for it.
 
-This file has two identical copies, ``deconv_core/_ports.py`` and
-``client/deconv_client/_ports.py``, for the same reason as ``_windows.py``;
-``tests/test_shared_copies.py`` keeps them byte for byte equal. Standard library only.
+Shared by the core and the client (``deconv.windows`` says why). Standard library only.
 """
 
 from __future__ import annotations

@@ -18,11 +18,11 @@ from the same words (``padding``, ``output_padding``, ``output_shape``) by diffe
     onnxruntime's CPU kernel: the same formula with negative totals clamped to 0, pads ignored
     when ``output_shape`` is given, sizes bounded by ``L + s - 1``.
 
-This file has two identical copies, ``deconv_core/_windows.py`` and
-``client/deconv_client/_windows.py`` (deconv_core imports only numpy and numba; the client never
-imports deconv_core); ``tests/test_shared_copies.py`` checks that they stay byte for byte equal.
-It imports nothing outside the standard library, validates nothing but the convention's own
-rules, and raises :class:`WindowError` with a message that the caller prefixes with its op name.
+It lives in the shared ``deconv`` package because the core (which plans calls) and the client
+(which sizes results and explains conventions without the core) both need it; like
+``deconv.ports`` it imports nothing outside the standard library, validates nothing but the
+convention's own rules, and raises :class:`WindowError` with a message that the caller prefixes
+with its op name.
 """
 
 from __future__ import annotations
