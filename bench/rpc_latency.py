@@ -1,27 +1,42 @@
-"""RPC cost of the service: round trip of a tiny call, and overhead over in-process compute.
+"""RPC cost of the service against in-process compute and a bare grpcio echo, in one run.
 
-``python -m bench.rpc_latency`` starts ``python -m deconv_server --port 0`` in a subprocess,
-waits for SERVING, then measures through ``deconv_client``:
+``python -m bench.rpc_latency`` starts ``python -m deconv_server --port 0`` and a bare grpcio
+echo server (``--echo-server``: raw bytes, no protobuf, the same channel options) in
+subprocesses, then measures over TCP on 127.0.0.1:
 
 - the round trip of a 1x1x8x8 transposed conv (weight 1x1x4x4, stride 2, padding 1), p50 and p99
   over ``--calls`` calls;
-- benchmark case T1 (:mod:`bench.cases`) remote (the client streams it in chunks) against
-  ``deconv_core`` in this process, median of 5 after 2 warm-ups, checking the results are equal.
+- benchmark case T1 (:mod:`bench.cases`; 2 MiB input, 2 MiB weight, 4 MiB result) with the weight
+  cache (the weight sent once, then by digest) and without, against ``deconv_core`` in this
+  process and against the echo server moving the same bytes (4 MiB each way, one message);
+- ``--mib`` MiB (default 64) in and out: a 1x1 convolution with a one-element weight (the compute
+  is a copy) over the chunked RPC, against the echo server streaming the same bytes in 1 MiB
+  messages; throughput is input MiB per second of round trip.
+
+Times are medians after warm-ups; results are checked equal to the local core's.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
+import grpc
 import numpy as np
 from deconv_client import Client
+from deconv_client._channel import channel_options
 
 import deconv_core
+
+MIB = 1 << 20
+_UNARY = "/bench.Echo/Unary"
+_STREAM = "/bench.Echo/Stream"
 
 
 def _times(fn: Callable[[], object], n: int) -> np.ndarray:
@@ -33,52 +48,161 @@ def _times(fn: Callable[[], object], n: int) -> np.ndarray:
     return np.array(out) * 1e3
 
 
+def _median(fn: Callable[[], object], n: int, warmup: int = 2) -> float:
+    return float(np.median(_times(fn, n + warmup)[warmup:]))
+
+
+async def _echo_server() -> None:
+    """A grpc.aio server echoing raw bytes: unary, and a stream message for message."""
+
+    async def unary(request: bytes, context: object) -> bytes:
+        return request
+
+    async def stream(requests: object, context: object) -> object:
+        async for message in requests:  # type: ignore[attr-defined]
+            yield message
+
+    handlers = {
+        "Unary": grpc.unary_unary_rpc_method_handler(unary),
+        "Stream": grpc.stream_stream_rpc_method_handler(stream),
+    }
+    limit = 512 * MIB
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_send_message_length", limit),
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.http2.max_frame_size", (1 << 24) - 1),
+        ]
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(f"echo listening on 127.0.0.1:{port}", flush=True)
+    await server.wait_for_termination()
+
+
+def _start(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
+    assert proc.stdout is not None
+    found = re.search(r"listening on (\S+)", proc.stdout.readline())
+    if not found:
+        proc.kill()
+        raise RuntimeError(f"{cmd} did not start")
+    return proc, found.group(1)
+
+
+def _echo_channel(target: str) -> grpc.Channel:
+    opts = channel_options(
+        target, max_message_bytes=512 * MIB, load_balancing=None, retry=False, options=()
+    )
+    return grpc.insecure_channel(target, options=opts)
+
+
+def _echo_stream(call: Callable[..., Iterator[bytes]], data: bytes, step: int) -> int:
+    view = memoryview(data)
+    parts = (bytes(view[i : i + step]) for i in range(0, len(view), step))
+    return sum(len(m) for m in call(parts))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the measurement and print two lines of figures."""
+    """Run the measurement and print a table."""
     p = argparse.ArgumentParser(prog="python -m bench.rpc_latency", description=__doc__)
     p.add_argument("--calls", type=int, default=1000, help="tiny calls (default %(default)s)")
-    p.add_argument("--log-level", default="INFO", help="server log level (default %(default)s)")
+    p.add_argument("--mib", type=int, default=64, help="MiB of the large case (%(default)s)")
+    p.add_argument("--repeat", type=int, default=7, help="timed runs per case (%(default)s)")
+    p.add_argument("--log-level", default="WARNING", help="server log level (%(default)s)")
+    p.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "deconv_server", "--port", "0", "--log-level", args.log_level],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    if args.echo_server:
+        asyncio.run(_echo_server())
+        return 0
+    env = dict(os.environ)
+    env.update(
+        DECONV_MAX_TENSOR_ELEMENTS=str(1 << 28),
+        DECONV_MAX_OUTPUT_ELEMENTS=str(1 << 28),
+        DECONV_LOG_LEVEL=args.log_level,
     )
+    procs = []
     try:
-        assert server.stdout is not None
-        found = re.search(r"listening on (\S+)", server.stdout.readline())
-        if not found:
-            print("the server did not start", file=sys.stderr)
-            return 1
-        with Client(found.group(1), timeout=120) as client:
-            while client.health() != "SERVING":
-                time.sleep(0.2)
-            rng = np.random.default_rng(0)
-            x = rng.random((1, 1, 8, 8), dtype=np.float32)
-            w = rng.random((1, 1, 4, 4), dtype=np.float32)
-            client.conv_transpose(x, w, stride=2, padding=1)
-            ts = _times(lambda: client.conv_transpose(x, w, stride=2, padding=1), args.calls)
-            print(
-                f"1x1x8x8 conv_transpose round trip, {args.calls} calls: "
-                f"p50 {np.median(ts):.2f} ms, p99 {np.percentile(ts, 99):.2f} ms"
-            )
-            x = rng.random((8, 256, 16, 16), dtype=np.float32)
-            w = rng.random((256, 128, 4, 4), dtype=np.float32)
-            remote = client.conv_transpose(x, w, stride=2, padding=1)
-            local = deconv_core.conv_transpose(x, w, stride=2, padding=1)
-            if not np.array_equal(remote, local):
-                print("T1: the server's result differs from the local core's", file=sys.stderr)
-                return 1
-            r = np.median(_times(lambda: client.conv_transpose(x, w, stride=2, padding=1), 7)[2:])
-            loc = np.median(
-                _times(lambda: deconv_core.conv_transpose(x, w, stride=2, padding=1), 7)[2:]
-            )
-            print(f"T1: remote {r:.1f} ms, in-process {loc:.1f} ms, RPC overhead {r - loc:.1f} ms")
+        server, target = _start([sys.executable, "-m", "deconv_server", "--port", "0"], env)
+        procs.append(server)
+        echo, echo_target = _start(
+            [sys.executable, "-m", "bench.rpc_latency", "--echo-server"], env
+        )
+        procs.append(echo)
+        rows = _measure(target, echo_target, args)
     finally:
-        server.terminate()
-        server.wait(15)
+        for proc in procs:
+            proc.terminate()
+            proc.wait(15)
+    print(f"{'case':<44} {'ms':>8} {'note'}")
+    for name, ms, note in rows:
+        print(f"{name:<44} {ms:8.2f} {note}")
     return 0
+
+
+def _measure(
+    target: str, echo_target: str, args: argparse.Namespace
+) -> list[tuple[str, float, str]]:
+    rows: list[tuple[str, float, str]] = []
+    rng = np.random.default_rng(0)
+    with (
+        Client(target, timeout=120) as client,
+        Client(target, timeout=120, weight_cache=False) as plain,
+        _echo_channel(echo_target) as channel,
+    ):
+        client.wait_until_serving(300)
+        x = rng.random((1, 1, 8, 8), dtype=np.float32)
+        w = rng.random((1, 1, 4, 4), dtype=np.float32)
+        client.conv_transpose(x, w, stride=2, padding=1)
+        ts = _times(lambda: client.conv_transpose(x, w, stride=2, padding=1), args.calls)
+        rows.append(("tiny conv_transpose p50", float(np.median(ts)), f"{args.calls} calls"))
+        rows.append(("tiny conv_transpose p99", float(np.percentile(ts, 99)), ""))
+        unary = channel.unary_unary(_UNARY)
+        tiny = bytes(64)
+        et = _times(lambda: unary(tiny), args.calls)
+        rows.append(("bare grpcio echo 64 B p50", float(np.median(et)), ""))
+
+        x = rng.random((8, 256, 16, 16), dtype=np.float32)
+        w = rng.random((256, 128, 4, 4), dtype=np.float32)
+        local_y = deconv_core.conv_transpose(x, w, stride=2, padding=1)
+        for c in (client, plain):
+            if not np.array_equal(c.conv_transpose(x, w, stride=2, padding=1), local_y):
+                raise RuntimeError("T1: the server's result differs from the local core's")
+        n = args.repeat
+        loc = _median(lambda: deconv_core.conv_transpose(x, w, stride=2, padding=1), n)
+        cached = _median(lambda: client.conv_transpose(x, w, stride=2, padding=1), n)
+        sent = _median(lambda: plain.conv_transpose(x, w, stride=2, padding=1), n)
+        t1 = bytes(x.nbytes + w.nbytes)
+        echo = _median(lambda: unary(t1), n)
+        rows.append(("T1 in-process compute", loc, ""))
+        rows.append(("T1 remote, weight cached", cached, _over(cached, loc)))
+        rows.append(("T1 remote, weight sent", sent, _over(sent, loc)))
+        rows.append(("T1 bytes on bare grpcio echo (4 MiB x2)", echo, "one unary message"))
+
+        count = args.mib * MIB // 4
+        big = rng.random((1, 1, count), dtype=np.float32)
+        one = np.ones((1, 1, 1), np.float32)
+        y = plain.conv(big, one)
+        if not np.array_equal(y, big):
+            raise RuntimeError("large case: the result differs from the input")
+        chunked = _median(lambda: plain.conv(big, one), max(3, n // 2), 1)
+        stream = channel.stream_stream(_STREAM)
+        raw = big.tobytes()
+        echoed = _median(lambda: _echo_stream(stream, raw, MIB), max(3, n // 2), 1)
+        rate_c, rate_e = args.mib / chunked * 1e3, args.mib / echoed * 1e3
+        rows.append((f"{args.mib} MiB conv chunked", chunked, f"{rate_c:.0f} MiB/s each way"))
+        rows.append(
+            (f"{args.mib} MiB bare grpcio stream echo", echoed, f"{rate_e:.0f} MiB/s each way")
+        )
+        rows.append(("chunked / bare echo throughput", 0.0, f"{100 * rate_c / rate_e:.0f} %"))
+    return rows
+
+
+def _over(remote: float, local: float) -> str:
+    return f"overhead {remote - local:.1f} ms = {100 * (remote - local) / local:.0f} % of compute"
 
 
 if __name__ == "__main__":

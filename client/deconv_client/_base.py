@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -35,7 +34,9 @@ from deconv.wire import (
 from deconv_client import _requests, _service
 from deconv_client._channel import channel_setup, resolve_token
 from deconv_client._operators import OperatorsMixin
-from deconv_client.errors import DeadlineExceededError, DeconvClientError, from_rpc_error
+from deconv_client._service import ServingWait
+from deconv_client._weights import WeightMemo
+from deconv_client.errors import DeconvClientError, from_rpc_error
 
 __all__ = [
     "MESSAGE_MARGIN",
@@ -166,51 +167,6 @@ class UnaryCall(Generic[T]):
     authorized: bool = True
 
 
-class ServingWait:
-    """The deadline of ``wait_until_serving``, and whether to poll again after a status.
-
-    Parameters
-    ----------
-    target : str
-        For the error message.
-    timeout : float
-        Seconds to wait in all.
-    """
-
-    #: Seconds between two polls.
-    interval = 0.05
-
-    def __init__(self, target: str, timeout: float) -> None:
-        self._target = target
-        self._timeout = timeout
-        self._deadline = time.monotonic() + timeout
-
-    def again(self, status: str) -> bool:
-        """Whether to poll again, after :attr:`interval`; False once ``status`` is SERVING.
-
-        Parameters
-        ----------
-        status : str
-            The last poll's health status, or the code name of its error ("UNAVAILABLE").
-
-        Returns
-        -------
-        bool
-
-        Raises
-        ------
-        deconv_client.errors.DeadlineExceededError
-            Not SERVING, and no time left for another poll.
-        """
-        if status == "SERVING":
-            return False
-        if time.monotonic() + self.interval >= self._deadline:
-            raise DeadlineExceededError(
-                f"{self._target} not SERVING after {self._timeout} s (last status {status})"
-            )
-        return True
-
-
 class BaseClient(OperatorsMixin, Generic[ResultT]):
     """A client of the ``deconv.v1.Deconv`` service without its I/O.
 
@@ -238,6 +194,7 @@ class BaseClient(OperatorsMixin, Generic[ResultT]):
         tls: bool | None = None,
         server_name: str | None = None,
         token_file: str | os.PathLike[str] | None = None,
+        weight_cache: bool = True,
     ) -> None:
         credentials, opts = channel_setup(
             target,
@@ -262,6 +219,7 @@ class BaseClient(OperatorsMixin, Generic[ResultT]):
         self.max_message_bytes = max_message_bytes
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._stub = pb_grpc.DeconvStub(self._channel)
+        self._weights = WeightMemo(weight_cache)
         self._health_check = self._channel.unary_unary(_service.HEALTH_CHECK_METHOD)
 
     # -- compute -----------------------------------------------------------------------------

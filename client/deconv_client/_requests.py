@@ -10,6 +10,7 @@ picks the unary RPC or, for large tensors or results, the chunked one.
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -143,6 +144,11 @@ class Prepared:
     output_nbytes : int or None
         Size of the result's data in bytes, from the shapes (None = unknown); it steers the
         transport: a result too large for one message must come over the chunked RPC.
+    digest : bytes
+        The weight's ``weight_digest`` (empty: the weight cache is not used).
+    by_reference : bool
+        Send the digest instead of the weight's bytes (the server holds them, or says it does
+        not and the call is made again with them: :meth:`with_weight_bytes`).
     """
 
     op: str
@@ -150,27 +156,60 @@ class Prepared:
     input_dtype: np.dtype
     payloads: list[tuple[str, np.ndarray]]
     output_nbytes: int | None = None
+    digest: bytes = b""
+    by_reference: bool = False
 
     @property
     def nbytes(self) -> int:
-        """Bytes of tensor data."""
-        return sum(arr.nbytes for _, arr in self.payloads)
+        """Bytes of tensor data to send."""
+        return sum(arr.nbytes for _, arr in self._sent())
 
-    def unary_request(self) -> Any:
-        """A copy of the request with every tensor's data filled in."""
+    @property
+    def weight(self) -> np.ndarray:
+        """The weight's wire array."""
+        return next(arr for name, arr in self.payloads if name == "weight")
+
+    def with_digest(self, digest: bytes, by_reference: bool) -> Prepared:
+        """This call naming its weight by ``digest``, without its bytes when ``by_reference``."""
+        return dataclasses.replace(self, digest=digest, by_reference=by_reference)
+
+    def with_weight_bytes(self) -> Prepared:
+        """This call sending the weight's bytes (with the digest, so the server keeps them)."""
+        return dataclasses.replace(self, by_reference=False)
+
+    def _sent(self) -> list[tuple[str, np.ndarray]]:
+        if not self.by_reference:
+            return self.payloads
+        return [(name, arr) for name, arr in self.payloads if name != "weight"]
+
+    def _header(self) -> Any:
+        if not self.digest:
+            return self.request
         request = type(self.request)()
         request.CopyFrom(self.request)
-        for name, arr in self.payloads:
+        request.weight_digest = self.digest
+        return request
+
+    def unary_request(self) -> Any:
+        """A copy of the request with the tensors' data filled in (a referenced weight's not)."""
+        request = type(self.request)()
+        request.CopyFrom(self.request)
+        request.weight_digest = self.digest
+        for name, arr in self._sent():
             getattr(request, name).data = arr.tobytes()
         return request
 
     def chunks(self, message_type: Any, chunk_bytes: int = codec.CHUNK_BYTES) -> Iterator[Any]:
         """Messages of the chunked RPC: the request, then ``chunk_bytes`` slices of the data.
 
-        The first message also asks for response messages of at most ``chunk_bytes``.
+        The first message also asks for response messages of at most ``chunk_bytes``, and says
+        whether a weight named by its digest follows in the stream (``weight_pending``).
         """
-        yield message_type(request=self.request, response_chunk_bytes=chunk_bytes)
-        for _, arr in self.payloads:
+        pending = bool(self.digest) and not self.by_reference and self.weight.size > 0
+        yield message_type(
+            request=self._header(), response_chunk_bytes=chunk_bytes, weight_pending=pending
+        )
+        for _, arr in self._sent():
             if not arr.size:
                 continue
             raw = memoryview(arr).cast("B")

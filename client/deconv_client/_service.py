@@ -6,10 +6,13 @@ grpcio-health-checking (a test checks the bytes against the real stubs).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from deconv.v1 import deconv_pb2 as pb
+
+from deconv_client.errors import DeadlineExceededError
 
 __all__ = ["HEALTH_CHECK_METHOD", "ServerInfo", "decode_health", "encode_health", "server_info"]
 
@@ -138,3 +141,48 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
         if not byte & 0x80:
             return value, pos
         shift += 7
+
+
+class ServingWait:
+    """The deadline of ``wait_until_serving``, and whether to poll again after a status.
+
+    Parameters
+    ----------
+    target : str
+        For the error message.
+    timeout : float
+        Seconds to wait in all.
+    """
+
+    #: Seconds between two polls.
+    interval = 0.05
+
+    def __init__(self, target: str, timeout: float) -> None:
+        self._target = target
+        self._timeout = timeout
+        self._deadline = time.monotonic() + timeout
+
+    def again(self, status: str) -> bool:
+        """Whether to poll again, after :attr:`interval`; False once ``status`` is SERVING.
+
+        Parameters
+        ----------
+        status : str
+            The last poll's health status, or the code name of its error ("UNAVAILABLE").
+
+        Returns
+        -------
+        bool
+
+        Raises
+        ------
+        deconv_client.errors.DeadlineExceededError
+            Not SERVING, and no time left for another poll.
+        """
+        if status == "SERVING":
+            return False
+        if time.monotonic() + self.interval >= self._deadline:
+            raise DeadlineExceededError(
+                f"{self._target} not SERVING after {self._timeout} s (last status {status})"
+            )
+        return True

@@ -18,6 +18,7 @@ from deconv.wire import METHODS
 from deconv_client import _requests, _service
 from deconv_client._base import BaseClient, ServingWait, UnaryCall, chunked_when_asked, rpc_errors
 from deconv_client._operators import DeconvolveResult, update_of
+from deconv_client._weights import weight_missed
 from deconv_client.errors import DataLossError, DeconvClientError
 
 __all__ = ["AsyncClient"]
@@ -91,6 +92,15 @@ class AsyncClient(BaseClient[Coroutine[Any, Any, np.ndarray]]):
         await self.close()
 
     async def _run(self, prepared: _requests.Prepared) -> np.ndarray:
+        """Name the weight by digest when sent before; with its bytes again after a miss."""
+        prepared = self._weights.attach(prepared)
+        if prepared.by_reference:
+            with weight_missed(self._weights, prepared):
+                return await self._send(prepared)
+            prepared = prepared.with_weight_bytes()
+        return await self._send(prepared)
+
+    async def _send(self, prepared: _requests.Prepared) -> np.ndarray:
         """The unary call when it fits; the chunked one otherwise, or when the server asks."""
         if self._unary_fits(prepared):
             with chunked_when_asked():

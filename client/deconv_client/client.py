@@ -15,6 +15,7 @@ import numpy as np
 from deconv_client import _requests, _service
 from deconv_client._base import BaseClient, ServingWait, UnaryCall, chunked_when_asked, rpc_errors
 from deconv_client._operators import DeconvolveResult, update_of
+from deconv_client._weights import weight_missed
 from deconv_client.errors import DataLossError, DeconvClientError
 
 __all__ = ["Client"]
@@ -63,6 +64,9 @@ class Client(BaseClient[np.ndarray]):
         File holding the token (exclusive with ``token``).
     options : sequence of (str, value)
         Extra gRPC channel arguments; they win over the client's own.
+    weight_cache : bool
+        Name weights of 64 KiB or more by their digest once sent, so repeated calls with the
+        same weight send none of its bytes (default True; see ``deconv_client._weights``).
     """
 
     _grpc = grpc
@@ -104,6 +108,15 @@ class Client(BaseClient[np.ndarray]):
         self.close()
 
     def _run(self, prepared: _requests.Prepared) -> np.ndarray:
+        """Name the weight by digest when sent before; with its bytes again after a miss."""
+        prepared = self._weights.attach(prepared)
+        if prepared.by_reference:
+            with weight_missed(self._weights, prepared):
+                return self._send(prepared)
+            prepared = prepared.with_weight_bytes()
+        return self._send(prepared)
+
+    def _send(self, prepared: _requests.Prepared) -> np.ndarray:
         """Unary when the call fits in a message, else (or when the server asks) chunked."""
         if self._unary_fits(prepared):
             with chunked_when_asked():

@@ -6,7 +6,11 @@ module imports only the generated stubs (protobuf), like :mod:`deconv.codec`.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import struct
+from collections.abc import Sequence
+from typing import Any
 
 from deconv.v1 import deconv_pb2 as pb
 
@@ -16,9 +20,14 @@ __all__ = [
     "RETRY_CHUNKED_KEY",
     "RETRY_CHUNKED_VALUE",
     "SERVICE_NAME",
+    "WEIGHT_CACHE_KEY",
+    "WEIGHT_CACHE_MISS",
+    "WEIGHT_CACHE_OFF",
+    "WEIGHT_DIGEST_BYTES",
     "Methods",
     "PemSource",
     "read_pem",
+    "weight_digest",
 ]
 
 #: Full name of the compute service, ``deconv.v1.Deconv``.
@@ -32,6 +41,41 @@ DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 #: :data:`RETRY_CHUNKED_VALUE`. Clients decide on this key, never on the message text.
 RETRY_CHUNKED_KEY = "deconv-retry-rpc"
 RETRY_CHUNKED_VALUE = "chunked"
+
+#: Trailing-metadata key of a FAILED_PRECONDITION answer to a request that names its weight by
+#: ``weight_digest`` the server does not hold: :data:`WEIGHT_CACHE_MISS` (send the weight's
+#: bytes again) or :data:`WEIGHT_CACHE_OFF` (the server keeps no weights: stop naming them).
+WEIGHT_CACHE_KEY = "deconv-weight-cache"
+WEIGHT_CACHE_MISS = "miss"
+WEIGHT_CACHE_OFF = "off"
+#: Length of a ``weight_digest`` (SHA-256).
+WEIGHT_DIGEST_BYTES = 32
+_DIGEST_TAG = b"deconv-weight-v1"
+
+
+def weight_digest(dtype: int, shape: Sequence[int], data: Any) -> bytes:
+    """The ``weight_digest`` of a weight tensor (the .proto, "WEIGHT CACHE", defines it).
+
+    SHA-256 of ``b"deconv-weight-v1"``, the dtype and the number of dims as uint32
+    little-endian, each extent as int64 little-endian, then the data bytes.
+
+    Parameters
+    ----------
+    dtype : int
+        The tensor's ``deconv.v1.DType``.
+    shape : sequence of int
+    data : bytes-like
+        The tensor's wire bytes (bytes, bytearray, memoryview or a C-contiguous array).
+
+    Returns
+    -------
+    bytes
+        32 bytes.
+    """
+    h = hashlib.sha256(_DIGEST_TAG)
+    h.update(struct.pack(f"<II{len(shape)}q", dtype, len(shape), *shape))
+    h.update(memoryview(data).cast("B") if not isinstance(data, bytes) else data)
+    return h.digest()
 
 
 class Methods:

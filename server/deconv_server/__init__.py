@@ -2,13 +2,20 @@
 
 Modules:
 
-- :mod:`~deconv_server.config` (settings) and :mod:`~deconv_server.cli` (``deconv-server``);
-- :mod:`~deconv_server.convert` (request -> the core's plan, limits, decoding),
-  :mod:`~deconv_server.chunked` (streamed tensors), :mod:`~deconv_server.servicer` (the RPCs);
+- :mod:`~deconv_server.config` (settings), :mod:`~deconv_server.settings` (the metadata each
+  setting carries) and :mod:`~deconv_server.cli` (``deconv-server``);
+- :mod:`~deconv_server.parsing` (deserializers that never raise), :mod:`~deconv_server.convert`
+  (request -> the core's plan, limits, decoding), :mod:`~deconv_server.chunked` (streamed
+  tensors), :mod:`~deconv_server.messages` (time-bounded reads and writes),
+  :mod:`~deconv_server.weights` (the weight cache);
+- :mod:`~deconv_server.servicer` (the RPCs), :mod:`~deconv_server.operators` (gradients and
+  deconvolve), :mod:`~deconv_server.handlers` (the method table), :mod:`~deconv_server.compute`
+  (the core thread, batch slices, time estimates);
 - :mod:`~deconv_server.errors` (the server's own exceptions), :mod:`~deconv_server.status`
   (exception -> status code and trailing metadata), :mod:`~deconv_server.budget` (in-flight
   byte budget);
-- :mod:`~deconv_server.app` (server assembly, health, warmup, signals),
+- :mod:`~deconv_server.app` (server assembly on grpc.aio, health, warmup, signals),
+  :mod:`~deconv_server.handle` (the blocking handle and the process's event loop),
   :mod:`~deconv_server.interceptors` (drain gate and token auth),
   :mod:`~deconv_server.reflection` (server reflection v1 and v1alpha),
   :mod:`~deconv_server.tls` (TLS and mTLS credentials), :mod:`~deconv_server.healthcheck`

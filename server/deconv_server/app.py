@@ -37,12 +37,13 @@ import deconv_core
 from deconv_server import compute
 from deconv_server.config import ServerConfig, format_host
 from deconv_server.handle import LINGER_S, LOOP, ServerHandle
+from deconv_server.handlers import add_to_server
 from deconv_server.interceptors import DrainGate, TokenAuth
 from deconv_server.logging_setup import configure_logging
 from deconv_server.metrics import MeteredLock, Metrics
 from deconv_server.observe import ObservabilityInterceptor
 from deconv_server.reflection import enable_reflection
-from deconv_server.servicer import CORE_LOCK, DeconvServicer, add_to_server
+from deconv_server.servicer import CORE_LOCK, DeconvServicer
 from deconv_server.tls import server_credentials
 
 __all__ = [
@@ -174,6 +175,7 @@ async def _serve_metrics(
         lambda: compute.queued() + lock.waiting,
         lambda: servicer.budget.used,
     )
+    metrics.track_weights(servicer.weights)
     try:
         return await metrics.serve(config.host, config.metrics_port)
     except OSError as exc:

@@ -81,7 +81,14 @@ def plan_first_chunk(op: str, first: Any, config: ServerConfig) -> RequestPlan:
     first = require_parsed(op, first)
     if first.WhichOneof("part") != "request":
         raise RequestError(f"{op}: the first message of a chunked call must carry the request")
-    return plan_request(op, first.request, config, chunked=True)
+    return plan_request(
+        op,
+        first.request,
+        config,
+        chunked=True,
+        digest_ok=True,
+        weight_pending=bool(first.weight_pending),
+    )
 
 
 async def receive_chunked(
@@ -91,7 +98,8 @@ async def receive_chunked(
     context: grpc.aio.ServicerContext,
     config: ServerConfig,
     reserve: Callable[[str, int], None],
-) -> tuple[tuple[Any, ...], int]:
+    cached: dict[str, Any] | None = None,
+) -> tuple[tuple[Any, ...], int, dict[str, Any]]:
     """Receive a planned chunked call's pending bytes and decode its tensors.
 
     Parameters
@@ -106,12 +114,15 @@ async def receive_chunked(
     config : ServerConfig
     reserve : callable
         ``reserve(op, nbytes)`` of the in-flight budget; may raise to refuse the call.
+    cached : dict of str to bytes, optional
+        Tensors that come from the weight cache (not in the stream; reserved here all the same).
 
     Returns
     -------
-    (arrays, int)
-        The decoded (input, weight, bias) arrays, and the data bytes per response message (the
-        caller's ``response_chunk_bytes``, clamped; 0 = the server's choice).
+    (arrays, int, dict)
+        The decoded (input, weight, bias) arrays, the data bytes per response message (the
+        caller's ``response_chunk_bytes``, clamped; 0 = the server's choice), and the bytes of
+        the tensors that arrived in the stream, by name.
 
     Raises
     ------
@@ -142,11 +153,12 @@ async def receive_chunked(
                 f"{op}: the stream ended after {buffers.received} of the {buffers.total} bytes "
                 f"its pending tensors ({', '.join(buffers.names)}) need"
             )
-        arrays = decode_plan(plan, buffers.payloads())
+        streamed = buffers.payloads()
+        arrays = decode_plan(plan, {**streamed, **(cached or {})})
     except BaseException:
         buffers.clear()
         raise
-    return arrays, _clamp(asked)
+    return arrays, _clamp(asked), streamed
 
 
 async def _caller_left(context: grpc.aio.ServicerContext, wait: float = 0.1) -> bool:

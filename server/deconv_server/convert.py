@@ -12,17 +12,17 @@ message before any of their bytes are held.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from deconv import codec
+from deconv import codec, wire
 from deconv.v1 import deconv_pb2 as pb
 
 import deconv_core
 from deconv_server.config import ServerConfig
 from deconv_server.errors import RequestError, RequestLimitError, ResultTooLargeError
+from deconv_server.parsing import Unparsed, lenient_parser, require_parsed
 
 __all__ = [
     "RequestPlan",
@@ -77,53 +77,6 @@ _DTYPE_NAMES = {
 
 
 @dataclass(frozen=True)
-class Unparsed:
-    """Stands for a request message whose bytes did not parse (see :func:`lenient_parser`).
-
-    Attributes
-    ----------
-    type_name : str
-        Full name of the expected message type.
-    size : int
-        Number of bytes received.
-    reason : str
-        The parser's complaint.
-    """
-
-    type_name: str
-    size: int
-    reason: str
-
-
-def lenient_parser(message_type: Any) -> Callable[[bytes], Any]:
-    """A gRPC request deserializer that never raises.
-
-    gRPC answers INTERNAL ("Exception deserializing request!") when a deserializer raises; this
-    one returns an :class:`Unparsed` instead, which :func:`require_parsed` turns into
-    INVALID_ARGUMENT inside the servicer.
-    """
-    full_name = message_type.DESCRIPTOR.full_name
-
-    def parse(data: bytes) -> Any:
-        try:
-            return message_type.FromString(data)
-        except Exception as exc:  # google.protobuf.message.DecodeError and kin
-            return Unparsed(full_name, len(data), (str(exc) or type(exc).__name__)[:200])
-
-    return parse
-
-
-def require_parsed(op: str, message: Any) -> Any:
-    """Return ``message``, or raise RequestError when it is an :class:`Unparsed` stand-in."""
-    if isinstance(message, Unparsed):
-        raise RequestError(
-            f"{op}: the request ({message.size} bytes) does not parse as a {message.type_name} "
-            f"message: {message.reason}"
-        )
-    return message
-
-
-@dataclass(frozen=True)
 class RequestPlan:
     """A request whose metadata passed every check; nothing decoded or allocated yet.
 
@@ -137,12 +90,19 @@ class RequestPlan:
         Exact data size of each tensor.
     core : deconv_core.Plan
         The core's plan: geometry, output shape, route, work and scratch memory.
+    digest : bytes
+        The request's ``weight_digest`` (empty: the weight cache is not involved).
+    weight_cached : bool
+        The weight is named by its digest and comes from the server's cache: its bytes are
+        neither in the message nor in a chunked call's data stream.
     """
 
     wire_dtype: int
     tensors: dict[str, Any]
     nbytes: dict[str, int]
     core: deconv_core.Plan
+    digest: bytes = b""
+    weight_cached: bool = False
 
     @property
     def op(self) -> str:
@@ -166,7 +126,11 @@ class RequestPlan:
 
     def pending(self) -> list[str]:
         """Tensors of a chunked request whose bytes follow the first message, in stream order."""
-        return [n for n, t in self.tensors.items() if self.nbytes[n] and not t.data]
+        return [
+            n
+            for n, t in self.tensors.items()
+            if self.nbytes[n] and not (n == "weight" and self.weight_cached) and not t.data
+        ]
 
 
 def _enum(op: str, name: str, value: int, table: dict[int, Any], enum: Any) -> Any:
@@ -252,7 +216,13 @@ def _core_plan(op: str, request: Any, tensors: dict[str, Any]) -> deconv_core.Pl
 
 
 def plan_request(
-    op: str, request: Any, config: ServerConfig, *, chunked: bool = False
+    op: str,
+    request: Any,
+    config: ServerConfig,
+    *,
+    chunked: bool = False,
+    digest_ok: bool = False,
+    weight_pending: bool = False,
 ) -> RequestPlan:
     """Check a ``ConvRequest`` (op "conv") or ``TransposedConvRequest`` from its metadata.
 
@@ -264,6 +234,11 @@ def plan_request(
         Supplies the limits.
     chunked : bool
         The result goes back in chunks, so the message size does not bound it.
+    digest_ok : bool
+        The RPC serves the weight cache (Conv/TransposedConv and their chunked RPCs); elsewhere
+        a ``weight_digest`` is INVALID_ARGUMENT.
+    weight_pending : bool
+        A chunked call's ``weight_pending``: a weight named by digest follows in the stream.
 
     Returns
     -------
@@ -296,9 +271,33 @@ def plan_request(
         )
         for name, tensor in tensors.items()
     }
-    plan = RequestPlan(tensors["input"].dtype, tensors, nbytes, _core_plan(op, request, tensors))
+    digest = _digest(op, request, digest_ok, weight_pending)
+    cached = bool(digest) and not weight_pending and nbytes["weight"] > 0
+    if cached and tensors["weight"].data:
+        cached = False  # the bytes came along: checked against the digest, then kept
+    core = _core_plan(op, request, tensors)
+    plan = RequestPlan(tensors["input"].dtype, tensors, nbytes, core, digest, cached)
     _check_limits(plan, config, chunked=chunked)
     return plan
+
+
+def _digest(op: str, request: Any, digest_ok: bool, weight_pending: bool) -> bytes:
+    """The request's ``weight_digest``, checked (length, where it is allowed)."""
+    digest = bytes(request.weight_digest)
+    if weight_pending and not digest:
+        raise RequestError(f"{op}: weight_pending is set but weight_digest is empty")
+    if not digest:
+        return b""
+    if not digest_ok:
+        raise RequestError(
+            f"{op}: weight_digest is only for Conv/TransposedConv calls; send the weight's bytes"
+        )
+    if len(digest) != wire.WEIGHT_DIGEST_BYTES:
+        raise RequestError(
+            f"{op}: weight_digest has {len(digest)} bytes; a SHA-256 digest has "
+            f"{wire.WEIGHT_DIGEST_BYTES}"
+        )
+    return digest
 
 
 def decode_plan(

@@ -14,6 +14,8 @@ __all__ = [
     "RequestTimeoutError",
     "ResultTooLargeError",
     "ServerError",
+    "WeightCacheMissError",
+    "WeightCacheOffError",
 ]
 
 
@@ -52,3 +54,16 @@ class RequestTimeoutError(DeadlineError):
 
 class CancelledError(ServerError):
     """The caller cancelled the call before the core was free (CANCELLED)."""
+
+
+class WeightCacheMissError(ServerError):
+    """The request names its weight by a digest the server does not hold (FAILED_PRECONDITION).
+
+    Answered with the trailing metadata ``deconv.wire.WEIGHT_CACHE_KEY: miss``: the client sends
+    the call again with the weight's bytes.
+    """
+
+
+class WeightCacheOffError(WeightCacheMissError):
+    """A weight named by digest while the server's weight cache is off (FAILED_PRECONDITION,
+    trailing metadata ``deconv.wire.WEIGHT_CACHE_KEY: off``)."""

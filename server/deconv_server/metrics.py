@@ -17,6 +17,10 @@ deconv_inflight_bytes               gauge     bytes admitted requests hold (in-f
 deconv_core_busy                    gauge     1 while the core computes
 deconv_core_seconds_total           counter   time the core spent computing
 deconv_warm                         gauge     1 once the kernels are compiled (SERVING)
+deconv_weight_cache_hits_total      counter   weights named by digest and found in the cache
+deconv_weight_cache_misses_total    counter   weights named by digest and not found
+deconv_weight_cache_bytes           gauge     bytes of weights kept by digest
+deconv_weight_bytes_received_total  counter   weight bytes that came over the wire
 =================================== ========= ================================================
 
 The core series come from :class:`MeteredLock`, a drop-in for the core lock that the servicer's
@@ -43,6 +47,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 __all__ = ["HTTP_TIMEOUT_S", "LATENCY_BUCKETS", "MAX_CONNECTIONS", "MeteredLock", "Metrics"]
 
@@ -111,6 +116,10 @@ class Metrics:
         self.inflight_bytes.set_function(held_bytes)
         self.warm.set_function(lambda: 1.0 if warm() else 0.0)
         self.queue_depth.set_function(queued)
+
+    def track_weights(self, cache: Any) -> None:
+        """Export the counters of a :class:`deconv_server.weights.WeightCache` at scrape time."""
+        self.registry.register(_WeightCacheCollector(cache))
 
     def observe(
         self, service: str, method: str, code: str, seconds: float, nbytes_in: int, nbytes_out: int
@@ -217,3 +226,27 @@ class MeteredLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+class _WeightCacheCollector:
+    """The weight cache's counters, read when scraped."""
+
+    def __init__(self, cache: Any) -> None:
+        self._cache = cache
+
+    def collect(self) -> Any:
+        c = self._cache
+        yield CounterMetricFamily(
+            "deconv_weight_cache_hits", "Weights named by digest and found", value=c.hits
+        )
+        yield CounterMetricFamily(
+            "deconv_weight_cache_misses", "Weights named by digest and not found", value=c.misses
+        )
+        yield GaugeMetricFamily(
+            "deconv_weight_cache_bytes", "Bytes of weights kept by digest", value=c.used
+        )
+        yield CounterMetricFamily(
+            "deconv_weight_bytes_received",
+            "Weight bytes that came over the wire",
+            value=c.weight_bytes_received,
+        )

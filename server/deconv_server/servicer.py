@@ -48,7 +48,6 @@ from deconv_server.convert import (
     RequestPlan,
     Unparsed,
     decode_plan,
-    lenient_parser,
     plan_request,
     require_parsed,
 )
@@ -61,8 +60,9 @@ from deconv_server.errors import (
 )
 from deconv_server.messages import read_message, write_message
 from deconv_server.status import status_for, trailers_for
+from deconv_server.weights import WeightCache
 
-__all__ = ["CORE_LOCK", "INSTANCE_ID", "DeconvServicer", "add_to_server", "plan_unary"]
+__all__ = ["CORE_LOCK", "INSTANCE_ID", "DeconvServicer", "plan_unary"]
 
 _log = logging.getLogger("deconv_server")
 
@@ -75,7 +75,7 @@ INSTANCE_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 def plan_unary(op: str, message: Any, config: ServerConfig) -> RequestPlan:
     """The plan of a unary request message (checked, limits included; nothing decoded)."""
-    return plan_request(op, require_parsed(op, message), config)
+    return plan_request(op, require_parsed(op, message), config, digest_ok=True)
 
 
 class DeconvServicer:
@@ -103,6 +103,7 @@ class DeconvServicer:
         self._lock = lock
         self._in_flight = 0
         self._budget = ByteBudget(config.max_inflight_bytes)
+        self._weights = WeightCache(config.weight_cache_bytes)
         self._served = 0
         self._failed = 0
 
@@ -110,6 +111,11 @@ class DeconvServicer:
     def budget(self) -> ByteBudget:
         """Bytes held by admitted requests (``config.max_inflight_bytes``)."""
         return self._budget
+
+    @property
+    def weights(self) -> WeightCache:
+        """Weights kept by digest (``config.weight_cache_bytes``) and the cache's counters."""
+        return self._weights
 
     @property
     def in_flight(self) -> int:
@@ -178,6 +184,7 @@ class DeconvServicer:
                 max_flops_per_request=cfg.max_flops_per_request,
                 max_inflight_bytes=cfg.max_inflight_bytes,
                 max_workspace_bytes=cfg.max_workspace_bytes,
+                weight_cache_bytes=cfg.weight_cache_bytes,
             ),
             numba_version=runtime["numba_version"],
             threading_layer=runtime["threading_layer"],
@@ -249,6 +256,10 @@ class DeconvServicer:
             raise RequestError(f"{op}: the call ended without a request message")
         # Judged before admission: a bad request is refused at once, even when the server is busy.
         plan = plan_first_chunk(op, first, cfg) if chunked else plan_unary(op, first, cfg)
+        # A weight named by digest: from the cache, or a miss answered before any upload.
+        cached = {}
+        if plan.weight_cached:
+            cached["weight"] = self._weights.lookup(op, plan.digest, plan.tensors["weight"])
         self._admit(op)
         try:
             if chunked:
@@ -256,8 +267,8 @@ class DeconvServicer:
                 await context.send_initial_metadata(())
                 try:
                     async with asyncio.timeout(cfg.upload_timeout_s):
-                        arrays, asked = await receive_chunked(
-                            op, plan, first, context, cfg, reserve
+                        arrays, asked, streamed = await receive_chunked(
+                            op, plan, first, context, cfg, reserve, cached
                         )
                 except TimeoutError as exc:
                     if isinstance(exc, ServerError):  # one message's timeout, already explained
@@ -268,11 +279,14 @@ class DeconvServicer:
                     ) from None
                 # the tensors' bytes were reserved as they came; now the result and the scratch
                 reserve(op, plan.output_bytes + plan.core.workspace_bytes)
+                await self._weights.take(plan, streamed.get("weight"))
+                del streamed
             else:
                 reserve(op, plan.tensor_bytes + plan.core.workspace_bytes)  # it has arrived
                 await self._expect_end(op, context)
-                arrays = decode_plan(plan)
-            del first
+                arrays = decode_plan(plan, cached)
+                await self._weights.take(plan, None)
+            del first, cached
             y = await self._compute(plan, arrays)
             del arrays
             if chunked:
@@ -345,72 +359,3 @@ def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True, default=str)
-
-
-def add_to_server(servicer: DeconvServicer, server: grpc.aio.Server) -> None:
-    """Register ``servicer`` on ``server`` as ``deconv.v1.Deconv``.
-
-    The compute methods are registered as streaming handlers (the reader/writer API), so that a
-    unary call's request and response get time bounds; on the wire a unary RPC is a stream of
-    one message each way, so clients see the unary methods of the proto. The request
-    deserializers never raise: a request whose bytes do not parse reaches the servicer as an
-    :class:`~deconv_server.convert.Unparsed` and gets INVALID_ARGUMENT.
-
-    Parameters
-    ----------
-    servicer : DeconvServicer
-    server : grpc.aio.Server
-    """
-    stream = grpc.stream_stream_rpc_method_handler
-    unary = grpc.stream_unary_rpc_method_handler  # one response, sent with the status
-    reply = pb.ConvResponse.SerializeToString
-    chunk = pb.TensorChunk.SerializeToString
-    handlers = {
-        "Conv": unary(
-            servicer.Conv,
-            request_deserializer=lenient_parser(pb.ConvRequest),
-            response_serializer=reply,
-        ),
-        "TransposedConv": unary(
-            servicer.TransposedConv,
-            request_deserializer=lenient_parser(pb.TransposedConvRequest),
-            response_serializer=reply,
-        ),
-        "GetServerInfo": grpc.unary_unary_rpc_method_handler(
-            servicer.GetServerInfo,
-            request_deserializer=lenient_parser(pb.GetServerInfoRequest),
-            response_serializer=pb.GetServerInfoResponse.SerializeToString,
-        ),
-        "ConvChunked": stream(
-            servicer.ConvChunked,
-            request_deserializer=lenient_parser(pb.ConvRequestChunk),
-            response_serializer=chunk,
-        ),
-        "TransposedConvChunked": stream(
-            servicer.TransposedConvChunked,
-            request_deserializer=lenient_parser(pb.TransposedConvRequestChunk),
-            response_serializer=chunk,
-        ),
-        "ConvBackward": unary(
-            servicer.ConvBackward,
-            request_deserializer=lenient_parser(pb.ConvBackwardRequest),
-            response_serializer=pb.BackwardResponse.SerializeToString,
-        ),
-        "TransposedConvBackward": unary(
-            servicer.TransposedConvBackward,
-            request_deserializer=lenient_parser(pb.TransposedConvBackwardRequest),
-            response_serializer=pb.BackwardResponse.SerializeToString,
-        ),
-        "Deconvolve": unary(
-            servicer.Deconvolve,
-            request_deserializer=lenient_parser(pb.DeconvolveRequest),
-            response_serializer=pb.DeconvolveResponse.SerializeToString,
-        ),
-        "DeconvolveStream": stream(
-            servicer.DeconvolveStream,
-            request_deserializer=lenient_parser(pb.DeconvolveRequest),
-            response_serializer=pb.DeconvolveUpdate.SerializeToString,
-        ),
-    }
-    name = pb.DESCRIPTOR.services_by_name["Deconv"].full_name
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))

@@ -41,6 +41,8 @@ STATUS_TABLE: dict[type[BaseException], grpc.StatusCode] = {
     errors.DeadlineError: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.RequestTimeoutError: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.CancelledError: grpc.StatusCode.CANCELLED,
+    errors.WeightCacheMissError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.WeightCacheOffError: grpc.StatusCode.FAILED_PRECONDITION,
     # Python: a huge allocation that failed despite the limits.
     MemoryError: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
@@ -50,6 +52,9 @@ STATUS_TABLE: dict[type[BaseException], grpc.StatusCode] = {
 #: signal; clients never parse the message).
 TRAILERS: dict[type[BaseException], tuple[tuple[str, str], ...]] = {
     errors.ResultTooLargeError: ((wire.RETRY_CHUNKED_KEY, wire.RETRY_CHUNKED_VALUE),),
+    # A weight named by a digest the server does not hold: send its bytes (or stop naming it).
+    errors.WeightCacheMissError: ((wire.WEIGHT_CACHE_KEY, wire.WEIGHT_CACHE_MISS),),
+    errors.WeightCacheOffError: ((wire.WEIGHT_CACHE_KEY, wire.WEIGHT_CACHE_OFF),),
 }
 
 _GENERIC_MESSAGES = {

@@ -2,7 +2,7 @@
 
 Random field values (shapes, dtypes, enums, per-axis parameters, padding), random or mutated
 bytes, and random chunk streams go to a server built by ``deconv_server.app`` (which registers
-with :func:`deconv_server.servicer.add_to_server`). Every answer must be OK, INVALID_ARGUMENT or
+with :func:`deconv_server.handlers.add_to_server`). Every answer must be OK, INVALID_ARGUMENT or
 RESOURCE_EXHAUSTED within the per-call timeout; an OK answer must carry a well-formed tensor of
 the input's dtype. Afterwards a good call still gets the exact result. Bounded: derandomized,
 150 examples per test, small limits so that every accepted request computes in milliseconds.

@@ -2,7 +2,7 @@
 
 The client library checks arguments locally, so these go through generic calls whose serializer
 sends messages or raw bytes as they are (the server registers with
-:func:`deconv_server.servicer.add_to_server`, so bytes that do not parse get INVALID_ARGUMENT
+:func:`deconv_server.handlers.add_to_server`, so bytes that do not parse get INVALID_ARGUMENT
 rather than gRPC's INTERNAL). Every case names its expected
 status code and a pattern its message must match; afterwards a good call still gets the exact
 result, health is SERVING, and the process RSS has not jumped (the element bombs were refused

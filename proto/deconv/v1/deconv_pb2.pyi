@@ -105,7 +105,7 @@ class ExplicitPadding(_message.Message):
     def __init__(self, before: _Optional[_Iterable[int]] = ..., after: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ConvRequest(_message.Message):
-    __slots__ = ("input", "weight", "bias", "stride", "dilation", "groups", "data_format", "weight_format", "padding_mode", "explicit_padding", "padding_fill")
+    __slots__ = ("input", "weight", "bias", "stride", "dilation", "groups", "data_format", "weight_format", "padding_mode", "explicit_padding", "padding_fill", "weight_digest")
     INPUT_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     BIAS_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,7 @@ class ConvRequest(_message.Message):
     PADDING_MODE_FIELD_NUMBER: _ClassVar[int]
     EXPLICIT_PADDING_FIELD_NUMBER: _ClassVar[int]
     PADDING_FILL_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     input: Tensor
     weight: Tensor
     bias: Tensor
@@ -128,10 +129,11 @@ class ConvRequest(_message.Message):
     padding_mode: PaddingMode
     explicit_padding: ExplicitPadding
     padding_fill: PaddingFill
-    def __init__(self, input: _Optional[_Union[Tensor, _Mapping]] = ..., weight: _Optional[_Union[Tensor, _Mapping]] = ..., bias: _Optional[_Union[Tensor, _Mapping]] = ..., stride: _Optional[_Iterable[int]] = ..., dilation: _Optional[_Iterable[int]] = ..., groups: _Optional[int] = ..., data_format: _Optional[_Union[DataFormat, str]] = ..., weight_format: _Optional[_Union[WeightFormat, str]] = ..., padding_mode: _Optional[_Union[PaddingMode, str]] = ..., explicit_padding: _Optional[_Union[ExplicitPadding, _Mapping]] = ..., padding_fill: _Optional[_Union[PaddingFill, str]] = ...) -> None: ...
+    weight_digest: bytes
+    def __init__(self, input: _Optional[_Union[Tensor, _Mapping]] = ..., weight: _Optional[_Union[Tensor, _Mapping]] = ..., bias: _Optional[_Union[Tensor, _Mapping]] = ..., stride: _Optional[_Iterable[int]] = ..., dilation: _Optional[_Iterable[int]] = ..., groups: _Optional[int] = ..., data_format: _Optional[_Union[DataFormat, str]] = ..., weight_format: _Optional[_Union[WeightFormat, str]] = ..., padding_mode: _Optional[_Union[PaddingMode, str]] = ..., explicit_padding: _Optional[_Union[ExplicitPadding, _Mapping]] = ..., padding_fill: _Optional[_Union[PaddingFill, str]] = ..., weight_digest: _Optional[bytes] = ...) -> None: ...
 
 class TransposedConvRequest(_message.Message):
-    __slots__ = ("input", "weight", "bias", "stride", "dilation", "groups", "data_format", "weight_format", "padding_mode", "explicit_padding", "output_padding", "output_shape", "convention")
+    __slots__ = ("input", "weight", "bias", "stride", "dilation", "groups", "data_format", "weight_format", "padding_mode", "explicit_padding", "output_padding", "output_shape", "convention", "weight_digest")
     INPUT_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     BIAS_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +147,7 @@ class TransposedConvRequest(_message.Message):
     OUTPUT_PADDING_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     CONVENTION_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     input: Tensor
     weight: Tensor
     bias: Tensor
@@ -158,7 +161,8 @@ class TransposedConvRequest(_message.Message):
     output_padding: _containers.RepeatedScalarFieldContainer[int]
     output_shape: _containers.RepeatedScalarFieldContainer[int]
     convention: Convention
-    def __init__(self, input: _Optional[_Union[Tensor, _Mapping]] = ..., weight: _Optional[_Union[Tensor, _Mapping]] = ..., bias: _Optional[_Union[Tensor, _Mapping]] = ..., stride: _Optional[_Iterable[int]] = ..., dilation: _Optional[_Iterable[int]] = ..., groups: _Optional[int] = ..., data_format: _Optional[_Union[DataFormat, str]] = ..., weight_format: _Optional[_Union[WeightFormat, str]] = ..., padding_mode: _Optional[_Union[PaddingMode, str]] = ..., explicit_padding: _Optional[_Union[ExplicitPadding, _Mapping]] = ..., output_padding: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., convention: _Optional[_Union[Convention, str]] = ...) -> None: ...
+    weight_digest: bytes
+    def __init__(self, input: _Optional[_Union[Tensor, _Mapping]] = ..., weight: _Optional[_Union[Tensor, _Mapping]] = ..., bias: _Optional[_Union[Tensor, _Mapping]] = ..., stride: _Optional[_Iterable[int]] = ..., dilation: _Optional[_Iterable[int]] = ..., groups: _Optional[int] = ..., data_format: _Optional[_Union[DataFormat, str]] = ..., weight_format: _Optional[_Union[WeightFormat, str]] = ..., padding_mode: _Optional[_Union[PaddingMode, str]] = ..., explicit_padding: _Optional[_Union[ExplicitPadding, _Mapping]] = ..., output_padding: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., convention: _Optional[_Union[Convention, str]] = ..., weight_digest: _Optional[bytes] = ...) -> None: ...
 
 class ConvResponse(_message.Message):
     __slots__ = ("output",)
@@ -171,7 +175,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_tensor_elements", "max_output_elements", "workers", "max_flops_per_request", "max_inflight_bytes", "max_workspace_bytes")
+    __slots__ = ("max_message_bytes", "max_tensor_elements", "max_output_elements", "workers", "max_flops_per_request", "max_inflight_bytes", "max_workspace_bytes", "weight_cache_bytes")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_TENSOR_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
     MAX_OUTPUT_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -179,6 +183,7 @@ class Limits(_message.Message):
     MAX_FLOPS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_INFLIGHT_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_WORKSPACE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_tensor_elements: int
     max_output_elements: int
@@ -186,7 +191,8 @@ class Limits(_message.Message):
     max_flops_per_request: int
     max_inflight_bytes: int
     max_workspace_bytes: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_tensor_elements: _Optional[int] = ..., max_output_elements: _Optional[int] = ..., workers: _Optional[int] = ..., max_flops_per_request: _Optional[int] = ..., max_inflight_bytes: _Optional[int] = ..., max_workspace_bytes: _Optional[int] = ...) -> None: ...
+    weight_cache_bytes: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_tensor_elements: _Optional[int] = ..., max_output_elements: _Optional[int] = ..., workers: _Optional[int] = ..., max_flops_per_request: _Optional[int] = ..., max_inflight_bytes: _Optional[int] = ..., max_workspace_bytes: _Optional[int] = ..., weight_cache_bytes: _Optional[int] = ...) -> None: ...
 
 class GetServerInfoResponse(_message.Message):
     __slots__ = ("version", "dtypes", "ranks", "limits", "numba_version", "threading_layer", "threads", "runtime", "instance_id", "requests_served", "requests_failed", "warm")
@@ -224,24 +230,28 @@ class GetServerInfoResponse(_message.Message):
     def __init__(self, version: _Optional[str] = ..., dtypes: _Optional[_Iterable[_Union[DType, str]]] = ..., ranks: _Optional[_Iterable[int]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., numba_version: _Optional[str] = ..., threading_layer: _Optional[str] = ..., threads: _Optional[int] = ..., runtime: _Optional[_Mapping[str, str]] = ..., instance_id: _Optional[str] = ..., requests_served: _Optional[int] = ..., requests_failed: _Optional[int] = ..., warm: _Optional[bool] = ...) -> None: ...
 
 class ConvRequestChunk(_message.Message):
-    __slots__ = ("request", "data", "response_chunk_bytes")
+    __slots__ = ("request", "data", "response_chunk_bytes", "weight_pending")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_PENDING_FIELD_NUMBER: _ClassVar[int]
     request: ConvRequest
     data: bytes
     response_chunk_bytes: int
-    def __init__(self, request: _Optional[_Union[ConvRequest, _Mapping]] = ..., data: _Optional[bytes] = ..., response_chunk_bytes: _Optional[int] = ...) -> None: ...
+    weight_pending: bool
+    def __init__(self, request: _Optional[_Union[ConvRequest, _Mapping]] = ..., data: _Optional[bytes] = ..., response_chunk_bytes: _Optional[int] = ..., weight_pending: _Optional[bool] = ...) -> None: ...
 
 class TransposedConvRequestChunk(_message.Message):
-    __slots__ = ("request", "data", "response_chunk_bytes")
+    __slots__ = ("request", "data", "response_chunk_bytes", "weight_pending")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_PENDING_FIELD_NUMBER: _ClassVar[int]
     request: TransposedConvRequest
     data: bytes
     response_chunk_bytes: int
-    def __init__(self, request: _Optional[_Union[TransposedConvRequest, _Mapping]] = ..., data: _Optional[bytes] = ..., response_chunk_bytes: _Optional[int] = ...) -> None: ...
+    weight_pending: bool
+    def __init__(self, request: _Optional[_Union[TransposedConvRequest, _Mapping]] = ..., data: _Optional[bytes] = ..., response_chunk_bytes: _Optional[int] = ..., weight_pending: _Optional[bool] = ...) -> None: ...
 
 class TensorChunk(_message.Message):
     __slots__ = ("header", "data")
