@@ -57,8 +57,11 @@ bench: install
 soak: install-test
 	$(PY) -m pytest -m soak $(PYTEST_ARGS)
 
+# CONTAINER_CHECK: a command that builds the Dockerfile with podman, runs the image until its
+# HEALTHCHECK passes and runs $$SMOKE_CMD against it (the development machines provide one).
+CONTAINER_CHECK ?= ../shared/tools/container-check
 image-check: install-test
-	SMOKE_CMD='$(CURDIR)/$(PY) $(CURDIR)/deploy/smoke.py --target $$TARGET' ../shared/tools/container-check $(CURDIR)
+	SMOKE_CMD='$(CURDIR)/$(PY) $(CURDIR)/deploy/smoke.py --target $$TARGET' $(CONTAINER_CHECK) $(CURDIR)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
