@@ -73,6 +73,22 @@ class DeconvBackend(Backend):
         except Exception:  # pragma: no cover - not installed as a distribution
             return None
 
+    def route(self, case: Case) -> str:
+        """The compute route deconv_core's planner picks for ``case`` (float32)."""
+        import deconv_core
+
+        p = case.params()
+        kw = {"stride": p["stride"], "padding": p["padding"], "dilation": p["dilation"],
+              "groups": case.groups}
+        if case.op == "conv_transpose":
+            plan = deconv_core.plan_conv_transpose(
+                case.input_shape, case.weight_shape, (case.out_channels,),
+                output_padding=p["output_padding"], **kw)
+        else:
+            plan = deconv_core.plan_conv(case.input_shape, case.weight_shape,
+                                         (case.out_channels,), **kw)
+        return plan.route
+
     def prepare(self, case: Case, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> Runner:
         import deconv_core
 

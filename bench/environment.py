@@ -74,8 +74,29 @@ def blas_info() -> list[dict[str, Any]]:
     return [{k: lib.get(k) for k in keep if k in lib} for lib in threadpool_info()]
 
 
+#: Environment variables that decide how idle OpenMP and BLAS worker threads wait.
+WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OPENBLAS_THREAD_TIMEOUT",
+             "GOTO_THREAD_TIMEOUT")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def host_info() -> dict[str, Any]:
-    """Machine, interpreter and library versions, plus the BLAS-related environment."""
+    """Machine, interpreter and library versions, SIMD level, BLAS and thread-wait settings.
+
+    ``wait`` holds the thread-wait variables (:data:`WAIT_VARS`) as this process sees them
+    (``deconv_core`` sets ``OMP_WAIT_POLICY=PASSIVE`` at import unless already set: the setting
+    the server runs with, and the one every library in this process then shares).
+    """
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as fh:
@@ -85,13 +106,17 @@ def host_info() -> dict[str, Any]:
                     break
     except OSError:
         pass
+    flags = _cpu_flags()
+    simd = next((name for name, flag in (("AVX-512", "avx512f"), ("AVX2", "avx2"),
+                                         ("AVX", "avx")) if flag in flags), "none/unknown")
     env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
                                        "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                        "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER")
            if k in os.environ}
-    return {"cpu": cpu, "cores": os.cpu_count(), "loadavg_1_5_15": os.getloadavg(),
+    wait = {k: os.environ.get(k, "unset") for k in WAIT_VARS}
+    return {"cpu": cpu, "simd": simd, "cores": os.cpu_count(), "loadavg_1_5_15": os.getloadavg(),
             "python": platform.python_version(), "platform": platform.platform(),
-            "numpy": np.__version__, "env": env}
+            "numpy": np.__version__, "env": env, "wait": wait}
 
 
 def time_callable(fn: Callable[[], Any], *, repeat: int = 7, warmup: int = 2) -> dict[str, Any]:

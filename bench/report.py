@@ -32,7 +32,7 @@ def format_table(report: dict[str, Any]) -> str:
         err_names.append("reference")
     peak = (report.get("fp32_peak") or {}).get("gflops_best")
     mem = (report.get("memory") or {}).get("cases", {})
-    header = ["case", "op", "GFLOP", "deconv ms", "GFLOP/s"]
+    header = ["case", "op", "route", "GFLOP", "deconv ms", "GFLOP/s"]
     if peak:
         header.append("%peak")
     header += [f"{n} ms" for n in comps] + [f"{n}/dc" for n in comps]
@@ -45,7 +45,7 @@ def format_table(report: dict[str, Any]) -> str:
         res = c["results"]
         mine = res.get("deconv", {})
         row = [c["id"], _SHORT_OP[c["op"]] + (f" {c['note']}" if c["note"] else ""),
-               _num(c["gflop"], ".2f"), _num(mine.get("median_ms"), ".2f"),
+               c.get("route") or "-", _num(c["gflop"], ".2f"), _num(mine.get("median_ms"), ".2f"),
                _num(mine.get("gflops"), ".1f")]
         if peak:
             g = mine.get("gflops")
@@ -66,7 +66,7 @@ def format_table(report: dict[str, Any]) -> str:
         rows.append(row)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(header)]
-    left = {0, 1, len(header) - 1}
+    left = {0, 1, 2, len(header) - 1}
 
     def fmt(cells: list[str]) -> str:
         return "  ".join(cell.ljust(w) if i in left else cell.rjust(w)
@@ -86,6 +86,9 @@ def format_report(report: dict[str, Any]) -> str:
         g = summary.get(f"geomean_{name}_over_deconv")
         out.append(f"geomean {name}/deconv: {_num(g, '.3f')}"
                    + (f"  (skipped: {skipped})" if skipped else ""))
+    if "geomean_faster_peer_over_deconv" in summary:
+        out.append("geomean (faster competitor)/deconv: "
+                   f"{_num(summary['geomean_faster_peer_over_deconv'], '.3f')}")
     frac = report["settings"]["slow_fraction"]
     out.append(f"SLOW (deconv below {frac:g}x the faster competitor): "
                f"{', '.join(summary['slow']) or 'none'}")
@@ -95,6 +98,16 @@ def format_report(report: dict[str, Any]) -> str:
         for name, res in c["results"].items():
             if "error" in res:
                 out.append(f"{c['id']} {name} failed: {res['error']}")
+    host = report.get("host", {})
+    if host.get("cpu"):
+        out.append(f"machine: {host['cpu']}, {host.get('cores')} cores, "
+                   f"SIMD {host.get('simd', '?')}")
+    if host.get("wait"):
+        out.append("thread wait settings: "
+                   + ", ".join(f"{k}={v}" for k, v in host["wait"].items()))
+    if report.get("settings", {}).get("timing"):
+        out.append(f"timing: {report['settings']['timing']}, median of "
+                   f"{report['settings']['repeat']} rounds after {report['settings']['warmup']}")
     load0 = report.get("host", {}).get("loadavg_1_5_15")
     load1 = report.get("loadavg_after_timing")
     if load0 and load1:

@@ -6,19 +6,28 @@ the output with three spatial axes. Routes:
 
 ``direct``
     One Numba kernel, prange over (batch, output channel). Best for depthwise and tiny work.
+``phase``
+    Convs by input phases (``deconv_core._phase_conv``: one GEMM over contiguous shifted copies
+    of each image's phase images, any stride) and strided transposed convs by output phases
+    (``deconv_core._phase``: a stride-1 window conv with one output channel per phase, then a
+    depth-to-space copy; no col2im). (It replaced ``tiled``, an im2col of strided row gathers,
+    which measured 1.1-2x slower on every conv tried.)
 ``patch``
     Transposed conv only: one GEMM producing a kernel patch per input pixel, then a Numba scatter
-    of whole kernel rows; wins for long kernel rows (large kernels such as FCN upsampling).
-``tiled``
-    Conv only: output rows in cache-sized tiles, each worker thread filling a small patch
-    buffer (serial Numba im2col) and multiplying it straight into the output.
+    of whole kernel rows; for large kernels the phase route cannot take (dilated and strided).
 ``flip``
-    Stride-1 transposed conv only: the same sum as a conv with the flipped kernel, through
-    ``tiled``.
+    Stride-1 transposed conv only: the same sum as a conv with the flipped kernel, through the
+    conv ``phase`` route.
 ``gemm``
-    Transposed conv only: one BLAS GEMM per group (numpy matmul) plus a Numba col2im, in batch
-    chunks that bound the column buffer's memory. (A conv twin, im2col + GEMM, measured slower
-    than ``tiled`` on C1/C2 and was removed.)
+    Transposed conv only: one BLAS GEMM per group (numpy matmul) plus a Numba col2im, in chunks
+    of images (or of output channels, when one image's columns exceed the budget) that bound the
+    column buffer's memory; for strided convs whose phases waste many zero taps (3x3 stride 2:
+    16 taps computed for 9) or that are dilated.
+``winograd``
+    float32 3x3 stride-1 2-D convs (any dilation), and stride-1 transposed convs through the
+    flipped kernel: Winograd F(4x4, 3x3), 4x fewer multiplications (``deconv_core._winograd``).
+    float64 calls keep the exact routes (:func:`choose_route` with ``dtype``; a float64 call
+    forced onto a float32-only route runs ``EXACT_FALLBACK``).
 """
 
 from __future__ import annotations
@@ -29,22 +38,34 @@ from collections.abc import Callable
 
 import numpy as np
 
-from deconv_core import _kernels, _threads
+from deconv_core import _kernels, _phase, _phase_conv, _threads, _winograd
 from deconv_core.params import Geometry
 
-__all__ = ["ROUTES", "choose_route", "route_applies", "run", "workspace_bytes"]
+__all__ = ["ROUTES", "choose_route", "phase_waste", "route_applies", "run", "workspace_bytes"]
 
 #: Cap of the GEMM route's column buffer, in bytes. The buffer is also kept below half the bytes
 #: of input + weight + output, so the route's peak memory stays within 2x of its operands (a chunk
-#: always holds at least one image; batch chunking measured no slower on T1).
+#: holds at least one image's columns of one output channel; batch chunking measured no slower
+#: on T1).
 COLS_BUDGET_BYTES = 48 * 1024 * 1024
-#: Bytes of one tile's patch buffer in the tiled conv route (about one core's L2 cache).
-TILE_BYTES = 512 * 1024
-#: Below this many multiply-accumulates the direct kernel beats the GEMM's fixed costs.
+#: Below this many multiply-accumulates the direct kernel beats the GEMM's fixed costs (and
+#: with at most 4 channel pairs per group: depthwise T6 runs direct, 3-5x faster than peers).
 SMALL_MACS = 1 << 20
 #: Transposed convs whose 2-D kernel window is at least this long and wide (FCN-style
 #: upsampling) add whole kernel rows at a time; 1-D long kernels measured faster through GEMM.
 PATCH_MIN_KERNEL_WIDTH = 8
+#: Winograd's fixed costs (weight transform, tile bookkeeping) pay off above this many MACs
+#: (measured on 3x3 64->64 convs: equal at 30-38M MACs, 1.7x faster at 150M).
+WINOGRAD_MIN_MACS = 1 << 25
+#: The transposed phase route computes ``phase_waste`` times the direct work (zero taps of
+#: phases with fewer taps, windows that straddle two phases' ranges, row padding); above this
+#: the gemm route wins (T1, k=4 s=2 on 16x16: waste 1.2, gemm 21 ms, phase 24; T4: waste 1.0,
+#: phase 4% faster; T2: phase 1.7x faster).
+PHASE_MAX_WASTE = 1.1
+#: ... except in 3-D, where the col2im of 27 taps costs more than the zero taps (T5, waste 3.2:
+#: phase 2.65 ms, gemm 3.76 ms), and for large 2-D kernels (>= PATCH_MIN_KERNEL_WIDTH), whose
+#: col2im is slower still (T3: phase 17 ms, patch 44 ms).
+PHASE_MAX_WASTE_3D = 4.0
 
 
 def _prod(values: tuple[int, ...]) -> int:
@@ -56,8 +77,12 @@ def _cols_per_image(geom: Geometry) -> int:
     return geom.c_out * _prod(geom.kernel) * _prod(geom.in_size)
 
 
-def _batch_chunk(geom: Geometry, itemsize: int) -> int:
-    """Images per GEMM chunk: as many as fit the column budget (at least one)."""
+def _chunks(geom: Geometry, itemsize: int) -> tuple[int, int]:
+    """``(images, channels)`` per GEMM chunk of the gemm and patch routes.
+
+    As many images as fit the column budget; when one image does not, output channels (per
+    group) are split instead (gemm route only), so the buffer stays within budget.
+    """
     weight_elems = geom.c_in * geom.c_out_per_group * _prod(geom.kernel)
     io_elems = (
         geom.batch * geom.c_in * _prod(geom.in_size)
@@ -65,14 +90,34 @@ def _batch_chunk(geom: Geometry, itemsize: int) -> int:
         + geom.batch * geom.c_out * _prod(geom.out_size)
     )
     budget = min(COLS_BUDGET_BYTES, io_elems * itemsize // 2)
-    return max(1, min(geom.batch, budget // max(1, _cols_per_image(geom) * itemsize)))
+    per_image = max(1, _cols_per_image(geom) * itemsize)
+    if per_image <= budget:
+        return min(geom.batch, budget // per_image), geom.c_out_per_group
+    per_channel = per_image // geom.c_out_per_group
+    return 1, max(1, min(geom.c_out_per_group, budget // per_channel))
 
 
-def _tile_rows(geom: Geometry, itemsize: int) -> int:
-    """Output rows per tile of the tiled conv route (at least one)."""
-    rows = geom.out_size[0] * geom.out_size[1]
-    per_row = geom.c_in * _prod(geom.kernel) * geom.out_size[2] * itemsize
-    return max(1, min(rows, TILE_BYTES // per_row))
+def _batch_chunk(geom: Geometry, itemsize: int) -> int:
+    """Images per GEMM chunk (at least one)."""
+    return _chunks(geom, itemsize)[0]
+
+
+def _direct_planes(geom: Geometry) -> int:
+    """Elements of the direct transposed kernel's per-thread buffers (see ``transpose_direct``)."""
+    sizes = []
+    for n, o, k, s, d, f in zip(
+        geom.in_size[1:], geom.out_size[1:], geom.kernel[1:], geom.stride[1:],
+        geom.dilation[1:], geom.offset[1:], strict=True,
+    ):
+        shifts = [(t * d - f) // s for t in range(k)]
+        L = -(-o // s)
+        E = max(0, max(shifts))
+        sizes.append((L, E, max(L + E - min(0, min(shifts)), E + n)))
+    (L1, E1, _), (_, _, LW) = sizes
+    rows = max(E1 + geom.in_size[1], L1 + E1 - min(0, min(
+        (t * geom.dilation[1] - geom.offset[1]) // geom.stride[1] for t in range(geom.kernel[1])
+    )))
+    return (rows + geom.stride[1] * geom.stride[2] * L1) * LW
 
 
 def workspace_bytes(route: str, geom: Geometry, itemsize: int, threads: int) -> int:
@@ -87,26 +132,37 @@ def workspace_bytes(route: str, geom: Geometry, itemsize: int, threads: int) -> 
     itemsize : int
         Bytes per element of the compute dtype.
     threads : int
-        Worker threads of the tiled route (each has its own tile buffer).
+        Worker threads (each has its own buffers).
 
     Returns
     -------
     int
     """
+    if route in FLOAT32_ROUTES and itemsize != 4:
+        return workspace_bytes(EXACT_FALLBACK[geom.op], geom, itemsize, threads)
     if route == "direct":
-        return 0
-    if route in ("gemm", "patch"):
-        nb = _batch_chunk(geom, itemsize)
-        staged_input = nb * geom.c_in * _prod(geom.in_size)  # the chunk's input, regrouped
-        weight = geom.c_in * geom.c_out_per_group * _prod(geom.kernel)  # BLAS may stage it
-        return (nb * _cols_per_image(geom) + staged_input + weight) * itemsize
-    tile = (
-        geom.c_in * _prod(geom.kernel) * _tile_rows(geom, itemsize) * geom.out_size[2] * itemsize
-    )
-    scratch = max(1, threads) * tile
-    if route == "flip":  # plus the flipped copy of the weight
-        scratch += geom.c_in * geom.c_out_per_group * _prod(geom.kernel) * itemsize
-    return scratch
+        if geom.op == "conv":
+            return 0
+        return max(1, threads) * _direct_planes(geom) * itemsize
+    flipped = geom.c_in * geom.c_out_per_group * _prod(geom.kernel) * itemsize
+    if route == "flip":
+        _, conv_geom = _as_conv_geometry(geom)
+        return flipped + _phase_conv.workspace_bytes(conv_geom, itemsize, threads)
+    if route == "winograd":
+        if geom.op == "conv_transpose":  # plus the flipped copy of the weight
+            return flipped + _winograd.workspace_bytes(_as_conv_geometry(geom)[1], threads)
+        return _winograd.workspace_bytes(geom, threads)
+    if route == "phase" and geom.op == "conv":
+        return _phase_conv.workspace_bytes(geom, itemsize, threads)
+    if route == "phase":
+        return _phase.workspace_bytes(geom, itemsize, threads)
+    nb, nc = _chunks(geom, itemsize)  # gemm and patch
+    if route == "patch":
+        nc = geom.c_out_per_group
+    staged_input = nb * geom.c_in * _prod(geom.in_size)  # the chunk's input, regrouped
+    weight = geom.c_in * geom.c_out_per_group * _prod(geom.kernel)  # BLAS may stage it
+    cols = nb * _cols_per_image(geom) // geom.c_out_per_group * nc
+    return (cols + staged_input + weight) * itemsize
 
 
 def _direct(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
@@ -123,7 +179,7 @@ def _gemm_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geomet
     # (G, Cog*K, Cig): a transposed view, BLAS reads it without a copy.
     wt = w.reshape(G, Cig, Cog * K).transpose(0, 2, 1)
     y = np.empty((geom.batch, geom.c_out, *geom.out_size), dtype=x.dtype)
-    chunk = _batch_chunk(geom, x.itemsize)
+    chunk, cstep = _chunks(geom, x.itemsize)
     for b0 in range(0, geom.batch, chunk):
         b1 = min(geom.batch, b0 + chunk)
         nb = b1 - b0
@@ -132,60 +188,48 @@ def _gemm_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geomet
             xg = xs.reshape(G, Cig, N)
         else:
             xg = np.ascontiguousarray(xs.transpose(1, 2, 0, 3)).reshape(G, Cig, nb * N)
-        cols = _threads.matmul(wt, xg)
-        cols = cols.reshape(G, Cog, *w.shape[2:], nb, *geom.in_size)
-        _kernels.col2im(cols, bias, y[b0:b1], geom.stride, geom.dilation, geom.offset)
+        for c0 in range(0, Cog, cstep):
+            c1 = min(Cog, c0 + cstep)
+            cols = _threads.matmul(wt[:, c0 * K : c1 * K], xg)
+            cols = cols.reshape(G, c1 - c0, *w.shape[2:], nb, *geom.in_size)
+            _kernels.col2im(cols, bias, y[b0:b1], geom.stride, geom.dilation, geom.offset, c0)
+            del cols  # before the next chunk's: one column buffer alive at a time
     return y
 
 
-def _tiled_conv(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
-    """Conv as cache-sized tiles of output rows: each worker fills a small patch buffer and
-    multiplies it straight into the output, so the im2col matrix never leaves the cache."""
-    G, Cig, Cog = geom.groups, geom.c_in_per_group, geom.c_out_per_group
-    K = w.shape[2] * w.shape[3] * w.shape[4]
-    O1, O2 = geom.out_size[1], geom.out_size[2]
-    rows = geom.out_size[0] * O1
-    step = _tile_rows(geom, x.itemsize)
-    tiles = [
-        (b, r0, min(rows, r0 + step)) for b in range(geom.batch) for r0 in range(0, rows, step)
-    ]
-    wg = w.reshape(G, Cog, Cig * K)
-    y = np.empty((geom.batch, G, Cog, rows * O2), dtype=x.dtype)
-    bias_g = bias.reshape(G, Cog, 1)
-    kernel = (w.shape[2], w.shape[3], w.shape[4])
-
-    def work(part: list[tuple[int, int, int]]) -> None:
-        flat = np.empty(geom.c_in * K * step * O2, dtype=x.dtype)
-        for b, r0, r1 in part:
-            width = (r1 - r0) * O2
-            buf = flat[: geom.c_in * K * width].reshape(geom.c_in * K, width)  # C-contiguous
-            _kernels.im2col_rows(
-                x, b, buf, kernel, geom.stride, geom.dilation, geom.offset, geom.out_size, r0, r1
-            )
-            out = y[b, :, :, r0 * O2 : r1 * O2]
-            for g in range(G):
-                np.matmul(wg[g], buf[g * Cig * K : (g + 1) * Cig * K], out=out[g])
-            out += bias_g
-
-    _threads.run_parts(work, tiles)
-    return y.reshape(geom.batch, geom.c_out, *geom.out_size)
+def _as_conv_geometry(geom: Geometry) -> tuple[tuple[int, int, int], Geometry]:
+    """The conv a stride-1 transposed conv equals (see :func:`_as_conv`) and its kernel."""
+    offset = tuple(
+        d * (k - 1) - crop
+        for d, k, crop in zip(geom.dilation, geom.kernel, geom.offset, strict=True)
+    )
+    return geom.kernel, dataclasses.replace(geom, op="conv", offset=offset)
 
 
-def _flipped_conv(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
-    """Stride-1 transposed conv as a conv with the kernel flipped and its channels swapped.
+def _as_conv(w: np.ndarray, geom: Geometry) -> tuple[np.ndarray, Geometry]:
+    """A stride-1 transposed conv as a conv with the kernel flipped and its channels swapped.
 
     With stride 1, ``y[j] = sum_t x[j + crop - t*d] * w[t]``: a correlation with the flipped
     kernel at offset ``d*(k-1) - crop`` (negative offsets are fine for the kernels).
     """
     G, Cig, Cog = geom.groups, geom.c_in_per_group, geom.c_out_per_group
-    kernel = w.shape[2:]
+    kernel, conv_geom = _as_conv_geometry(geom)
     wf = w.reshape(G, Cig, Cog, *kernel)[:, :, :, ::-1, ::-1, ::-1].transpose(0, 2, 1, 3, 4, 5)
     wf = np.ascontiguousarray(wf).reshape(geom.c_out, Cig, *kernel)
-    offset = tuple(
-        d * (k - 1) - crop for d, k, crop in zip(geom.dilation, kernel, geom.offset, strict=True)
-    )
-    conv_geom = dataclasses.replace(geom, op="conv", offset=offset)
-    return _tiled_conv(x, wf, bias, conv_geom)
+    return wf, conv_geom
+
+
+def _flipped_conv(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
+    """Stride-1 transposed conv through the conv phase route (see :func:`_as_conv`)."""
+    wf, conv_geom = _as_conv(w, geom)
+    return _phase_conv.conv(x, wf, bias, conv_geom)
+
+
+def _winograd_route(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
+    """Winograd F(4x4, 3x3); stride-1 transposed convs through the flipped kernel."""
+    if geom.op == "conv_transpose":
+        w, geom = _as_conv(w, geom)
+    return _winograd.conv(x, w, bias, geom)
 
 
 def _patch_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
@@ -203,33 +247,78 @@ def _patch_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geome
         xs = x[b0:b1].reshape(nb, G, Cig, N).transpose(1, 0, 3, 2).reshape(G, nb * N, Cig)
         cols = _threads.matmul(xs, wg).reshape(G, nb, *geom.in_size, Cog, *w.shape[2:])
         _kernels.col2im_patch(cols, bias, y[b0:b1], geom.stride, geom.dilation, geom.offset)
+        del cols  # before the next chunk's: one column buffer alive at a time
     return y
 
 
 Route = Callable[[np.ndarray, np.ndarray, np.ndarray, Geometry], np.ndarray]
 ROUTES: dict[str, dict[str, Route]] = {
-    "conv": {"direct": _direct, "tiled": _tiled_conv},
+    "conv": {"direct": _direct, "phase": _phase_conv.conv, "winograd": _winograd_route},
     "conv_transpose": {
         "direct": _direct,
         "gemm": _gemm_transpose,
         "patch": _patch_transpose,
         "flip": _flipped_conv,
+        "winograd": _winograd_route,
+        "phase": _phase.transpose,
     },
 }
+#: Routes that compute in float32 only (float64 calls take the exact routes).
+FLOAT32_ROUTES = frozenset({"winograd"})
+#: The exact route a float64 call forced onto a float32-only route runs instead (it applies
+#: wherever ``winograd`` does: stride-1 transposed convs and any conv).
+EXACT_FALLBACK = {"conv": "phase", "conv_transpose": "flip"}
 
 
-def route_applies(route: str, geom: Geometry) -> bool:
-    """Whether ``route`` can compute ``geom`` (``flip`` needs stride 1; the others any)."""
-    return route in ROUTES[geom.op] and (route != "flip" or geom.stride == (1, 1, 1))
+def _winograd_applies(geom: Geometry) -> bool:
+    if geom.op == "conv_transpose":
+        if geom.stride != (1, 1, 1):
+            return False
+        geom = _as_conv_geometry(geom)[1]
+    return _winograd.applies(geom)
 
 
-def choose_route(geom: Geometry) -> str:
+def phase_waste(geom: Geometry) -> float:
+    """Multiply-adds of the transposed phase route per multiply-add of the direct algorithm:
+    zero taps (``prod(ceil(k/s)*s / k)``) times window positions per input pixel."""
+    taps = math.prod(-(-k // s) * s / k for k, s in zip(geom.kernel, geom.stride, strict=True))
+    axes = _phase.layout(geom)
+    windows = ((axes[0].J - 1) * (axes[1].J + axes[1].L - 1) + axes[1].J) * (
+        axes[2].J + axes[2].L - 1
+    )
+    return taps * windows / _prod(geom.in_size)
+
+
+def route_applies(route: str, geom: Geometry, dtype: np.dtype | None = None) -> bool:
+    """Whether ``route`` can compute ``geom``.
+
+    ``flip`` needs stride 1, ``winograd`` a 3x3 stride-1 2-D kernel (see
+    :func:`deconv_core._winograd.applies`), the transposed ``phase`` a stride above 1 and no
+    dilation; the others apply to any geometry. With ``dtype``
+    given, float32-only routes refuse other dtypes (without it they run the exact route instead).
+    """
+    if route not in ROUTES[geom.op]:
+        return False
+    if dtype is not None and route in FLOAT32_ROUTES and np.dtype(dtype) != np.float32:
+        return False
+    if route == "flip":
+        return geom.stride == (1, 1, 1)
+    if route == "winograd":
+        return _winograd_applies(geom)
+    if route == "phase":
+        return _phase.applies(geom) or _phase_conv.applies(geom)
+    return True
+
+
+def choose_route(geom: Geometry, dtype: np.dtype | None = None) -> str:
     """Pick the route for a geometry (thresholds measured on the benchmark cases, bench/cases.py).
 
     Parameters
     ----------
     geom : Geometry
         The canonical geometry of the call.
+    dtype : numpy dtype, optional
+        The compute dtype; None stands for float32 (the float32-only routes may be chosen).
 
     Returns
     -------
@@ -238,20 +327,28 @@ def choose_route(geom: Geometry) -> str:
     """
     if geom.c_in_per_group * geom.c_out_per_group <= 4 or geom.macs < SMALL_MACS:
         return "direct"
+    fast = dtype is None or np.dtype(dtype) == np.float32
+    if fast and _winograd_applies(geom) and geom.macs >= WINOGRAD_MIN_MACS:
+        return "winograd"
     if geom.op == "conv":
-        return "tiled"
+        return "phase"
     if geom.stride == (1, 1, 1):
         return "flip"
-    if min(geom.kernel[1], geom.kernel[2]) >= PATCH_MIN_KERNEL_WIDTH:
-        return "patch"
-    return "gemm"
+    large = min(geom.kernel[1], geom.kernel[2]) >= PATCH_MIN_KERNEL_WIDTH
+    if _phase.applies(geom) and (
+        large or phase_waste(geom) <= (PHASE_MAX_WASTE_3D if geom.rank == 3 else PHASE_MAX_WASTE)
+    ):
+        return "phase"
+    return "patch" if large else "gemm"
 
 
 def run(
     x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry, route: str | None = None
 ) -> np.ndarray:
     """Compute one call on canonical arrays (see module docstring) by the chosen route."""
-    chosen = route or choose_route(geom)
+    chosen = route or choose_route(geom, x.dtype)
+    if chosen in FLOAT32_ROUTES and x.dtype != np.float32:
+        chosen = EXACT_FALLBACK[geom.op]
     if chosen == "direct":
         return ROUTES[geom.op][chosen](x, w, bias, geom)
     with _threads.blas_single_threaded():

@@ -6,6 +6,13 @@ GEMM routes run BLAS single-threaded and split each GEMM by rows over a small po
 threads (numpy releases the GIL inside matmul); Numba's workers are told to sleep when idle
 (``OMP_WAIT_POLICY=PASSIVE``, set by ``deconv_core`` before Numba's OpenMP starts, unless the
 environment already chooses). Both use ``numba.get_num_threads()`` threads.
+
+The other compute routes (phase, winograd) deal cache-sized work items to the same pool with
+:func:`run_parts`; each worker runs serial Numba kernels (``nogil``) and its own single-threaded
+BLAS calls on disjoint outputs, so those routes wake no OpenMP or OpenBLAS pool and their
+spin/timeout settings (``GOMP_SPINCOUNT``, ``OPENBLAS_THREAD_TIMEOUT``) do not enter; only the
+``prange`` kernels (direct, col2im) use Numba's OpenMP workers, which sleep when idle. These are
+the settings the server runs with; ``python -m bench`` prints them (``bench.environment``).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -92,22 +99,37 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def run_parts(work: Callable[[list[T]], None], items: list[T]) -> None:
-    """Call ``work`` on interleaved shares of ``items``, one share per budgeted thread.
+def _pull(items: list[T], counter: Iterator[int]) -> Iterator[T]:
+    """The items a worker takes, one at a time, from a counter shared by all workers."""
+    while True:
+        i = next(counter)  # itertools.count: atomic under the GIL
+        if i >= len(items):
+            return
+        yield items[i]
+
+
+def run_parts(work: Callable[[Iterable[T]], None], items: list[T]) -> None:
+    """Call ``work`` once per budgeted thread; the calls share ``items``, each taking the next one
+    when it is done with its last.
+
+    Dynamic, not round-robin: on this shared 2-core machine a core is often busy with another
+    process for a while, and a fixed share made the whole call wait for the slow worker.
 
     Parameters
     ----------
     work : callable
-        Processes a list of items; must write disjoint outputs (it runs concurrently).
+        Processes an iterable of items (allocating its scratch once per call); must write
+        disjoint outputs (the calls run concurrently).
     items : list
-        Work items, dealt round-robin so each thread gets a similar amount.
+        Work items, taken in order.
     """
     n = min(numba.get_num_threads(), len(items))
     if n <= 1:
         work(items)
         return
+    counter = itertools.count()
     pool = _executor(numba.get_num_threads())
-    futures = [pool.submit(work, items[i::n]) for i in range(1, n)]
-    work(items[0::n])
+    futures = [pool.submit(work, _pull(items, counter)) for _ in range(1, n)]
+    work(_pull(items, counter))
     for f in futures:
         f.result()

@@ -177,7 +177,7 @@ def _finish(
     convention: str = "default",
 ) -> Plan:
     kernel = stages.kernel_geometry(geom, padding_mode)
-    route = _engine.choose_route(kernel)
+    route = _engine.choose_route(kernel, DTYPES[dtype])
     x_shape, w_shape, b_shape = shapes
     return Plan(
         geometry=geom,

@@ -53,9 +53,10 @@ SLICE_SECONDS = 0.25
 _ROUTE_FLOPS = {
     "direct": 2e9,
     "patch": 10e9,
+    "phase": 10e9,
     "gemm": 20e9,
     "flip": 20e9,
-    "tiled": 20e9,
+    "winograd": 25e9,
 }
 #: Fixed cost of one core call (array preparation, thread hand-offs), seconds.
 _CALL_SECONDS = 2e-4

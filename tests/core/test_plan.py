@@ -62,9 +62,9 @@ def test_every_route_through_with_route_gives_the_same_result(case):
 
 BIG = [
     ("conv_transpose", (4, 64, 12, 12), (64, 32, 4, 4), dict(stride=2, padding=1), "gemm"),
-    ("conv_transpose", (1, 16, 8, 8), (16, 8, 16, 16), dict(stride=8, padding=4), "patch"),
+    ("conv_transpose", (1, 16, 8, 8), (16, 8, 16, 16), dict(stride=8, padding=4), "phase"),
     ("conv_transpose", (2, 32, 12, 12), (32, 32, 3, 3), dict(padding=2, dilation=2), "flip"),
-    ("conv", (2, 64, 20, 20), (64, 64, 3, 3), dict(padding=1), "tiled"),
+    ("conv", (2, 64, 20, 20), (64, 64, 3, 3), dict(padding=1), "phase"),
     ("conv", (2, 2, 9, 9), (2, 2, 3, 3), dict(padding=1), "direct"),
 ]
 

@@ -36,8 +36,9 @@ from .conftest import extra_server
 from .helpers import core
 
 GRACE = 10.0
-X = np.random.default_rng(5).standard_normal((1, 32, 32, 32)).astype(np.float32)
-W = np.random.default_rng(6).standard_normal((32, 32, 4, 4)).astype(np.float32)
+# Heavy enough (about 0.5 GFLOP) that some call is always on the server when SIGTERM comes.
+X = np.random.default_rng(5).standard_normal((4, 64, 32, 32)).astype(np.float32)
+W = np.random.default_rng(6).standard_normal((64, 64, 4, 4)).astype(np.float32)
 THREADS = 4
 #: Shutdown delay of the delay test: long enough for its checks on a loaded machine.
 DELAY = 5.0
