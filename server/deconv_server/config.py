@@ -125,7 +125,7 @@ class ServerConfig:
     )
     #: Checked before decoding, from the core's plan of the call (route and thread count).
     max_workspace_bytes: int = _setting(
-        1024 * MIB, Kind.INT, "scratch bytes the core may need for one request", lo=1, hi=2**62
+        2048 * MIB, Kind.INT, "scratch bytes the core may need for one request", lo=1, hi=2**62
     )
     #: Then the server cancels the call, so a stalled or trickling client cannot hold an
     #: admission slot and its buffers forever.
