@@ -164,6 +164,39 @@ def _transpose_weight_grad(plan: Plan, x: np.ndarray, g: np.ndarray) -> np.ndarr
     return _to_user_weight(plan, gw).astype(x.dtype, copy=False)
 
 
+def _backward(
+    fn: str,
+    planner: Any,
+    adjoint: Any,
+    weight_grad: Any,
+    arrays: tuple[Any, Any, Any, Any],
+    **params: Any,
+) -> Gradients:
+    """The gradients asked for of one forward op: plan it once, then each gradient from it."""
+    grad_output, x, weight, need = arrays
+    needs = _needs(fn, need)
+    g, xa, wa = (_as_array(fn, n, v) for n, v in (("grad_output", grad_output), ("input", x),
+                                                   ("weight", weight)))
+    plan = planned(
+        fn,
+        planner,
+        input_shape=xa.shape,
+        weight_shape=wa.shape,
+        dtype=xa.dtype,
+        weight_dtype=wa.dtype,
+        **params,
+    )
+    _check_grad_output(fn, plan, g, xa)
+    grad_input = grad_weight = grad_bias = None
+    if "input" in needs:
+        grad_input = adjoint(fn, plan)(g, wa)
+    if "weight" in needs:
+        grad_weight = weight_grad(plan, xa, g)
+    if "bias" in needs:
+        grad_bias = _bias_grad(plan, g)
+    return Gradients(grad_input, grad_weight, grad_bias)
+
+
 def conv_backward(
     grad_output: Any,
     x: Any,
@@ -218,17 +251,12 @@ def conv_backward(
     UnsupportedDtypeError
         Unsupported or mixed dtypes (``grad_output`` included).
     """
-    fn = "conv_backward"
-    needs = _needs(fn, need)
-    g, xa, wa = (_as_array(fn, n, v) for n, v in (("grad_output", grad_output), ("input", x),
-                                                   ("weight", weight)))
-    plan = planned(
-        fn,
+    return _backward(
+        "conv_backward",
         plan_conv,
-        input_shape=xa.shape,
-        weight_shape=wa.shape,
-        dtype=xa.dtype,
-        weight_dtype=wa.dtype,
+        conv_adjoint,
+        _conv_weight_grad,
+        (grad_output, x, weight, need),
         stride=stride,
         padding=padding,
         dilation=dilation,
@@ -237,15 +265,6 @@ def conv_backward(
         weight_format=weight_format,
         **({} if padding_mode == "zeros" else {"padding_mode": padding_mode}),
     )
-    _check_grad_output(fn, plan, g, xa)
-    grad_input = grad_weight = grad_bias = None
-    if "input" in needs:
-        grad_input = conv_adjoint(fn, plan)(g, wa)
-    if "weight" in needs:
-        grad_weight = _conv_weight_grad(plan, xa, g)
-    if "bias" in needs:
-        grad_bias = _bias_grad(plan, g)
-    return Gradients(grad_input, grad_weight, grad_bias)
 
 
 def conv_transpose_backward(
@@ -306,17 +325,12 @@ def conv_transpose_backward(
     UnsupportedDtypeError
         Unsupported or mixed dtypes (``grad_output`` included).
     """
-    fn = "conv_transpose_backward"
-    needs = _needs(fn, need)
-    g, xa, wa = (_as_array(fn, n, v) for n, v in (("grad_output", grad_output), ("input", x),
-                                                   ("weight", weight)))
-    plan = planned(
-        fn,
+    return _backward(
+        "conv_transpose_backward",
         plan_conv_transpose,
-        input_shape=xa.shape,
-        weight_shape=wa.shape,
-        dtype=xa.dtype,
-        weight_dtype=wa.dtype,
+        transpose_adjoint,
+        _transpose_weight_grad,
+        (grad_output, x, weight, need),
         stride=stride,
         padding=padding,
         output_padding=output_padding,
@@ -327,12 +341,3 @@ def conv_transpose_backward(
         weight_format=weight_format,
         **({} if convention == "default" else {"convention": convention}),
     )
-    _check_grad_output(fn, plan, g, xa)
-    grad_input = grad_weight = grad_bias = None
-    if "input" in needs:
-        grad_input = transpose_adjoint(fn, plan)(g, wa)
-    if "weight" in needs:
-        grad_weight = _transpose_weight_grad(plan, xa, g)
-    if "bias" in needs:
-        grad_bias = _bias_grad(plan, g)
-    return Gradients(grad_input, grad_weight, grad_bias)
