@@ -243,9 +243,12 @@ class _Progress:
         """Write progress messages until the solve is done."""
         while not work.done():
             getter = asyncio.ensure_future(self._queue.get())
-            await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
-            if not getter.done():
-                getter.cancel()
+            try:
+                done, _ = await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not getter.done():  # the solve ended first, or this call was cancelled
+                    getter.cancel()
+            if getter not in done:
                 continue
             iteration, residual = getter.result()
             update = pb.DeconvolveUpdate(
