@@ -41,22 +41,35 @@ import numpy as np
 from deconv_core import _kernels, _phase, _phase_conv, _threads, _winograd
 from deconv_core.params import Geometry
 
-__all__ = ["ROUTES", "choose_route", "phase_waste", "route_applies", "run", "workspace_bytes"]
+__all__ = [
+    "ROUTES",
+    "choose_route",
+    "image_macs",
+    "phase_waste",
+    "route_applies",
+    "run",
+    "workspace_bytes",
+]
 
 #: Cap of the GEMM route's column buffer, in bytes. The buffer is also kept below half the bytes
 #: of input + weight + output, so the route's peak memory stays within 2x of its operands (a chunk
 #: holds at least one image's columns of one output channel; batch chunking measured no slower
 #: on T1).
 COLS_BUDGET_BYTES = 48 * 1024 * 1024
-#: Below this many multiply-accumulates the direct kernel beats the GEMM's fixed costs (and
-#: with at most 4 channel pairs per group: depthwise T6 runs direct, 3-5x faster than peers).
+#: Below this many multiply-accumulates per image the direct kernel beats the GEMM's fixed costs
+#: (and with at most 4 channel pairs per group: depthwise T6 runs direct, 3-5x faster than peers).
+#: Every threshold of :func:`choose_route` is per image (:func:`image_macs`), so a call's route,
+#: and with it every bit of each image's result, does not depend on its batch size: a batch
+#: split into parts (the server's time slices, a client's parts on several replicas) computes
+#: exactly what the whole batch does.
 SMALL_MACS = 1 << 20
 #: Transposed convs whose 2-D kernel window is at least this long and wide (FCN-style
 #: upsampling) add whole kernel rows at a time; 1-D long kernels measured faster through GEMM.
 PATCH_MIN_KERNEL_WIDTH = 8
-#: Winograd's fixed costs (weight transform, tile bookkeeping) pay off above this many MACs
-#: (measured on 3x3 64->64 convs: equal at 30-38M MACs, 1.7x faster at 150M).
-WINOGRAD_MIN_MACS = 1 << 25
+#: Winograd's fixed costs (weight transform, tile bookkeeping) pay off above this many MACs per
+#: image (measured on 3x3 64->64 convs, batches 1 and 2: phase/flip faster at 14.7M per image,
+#: about equal at 21M, Winograd 1.1-2.7x faster from 29M; 1.7x faster at 150M).
+WINOGRAD_MIN_MACS = 1 << 24
 #: The transposed phase route computes ``phase_waste`` times the direct work (zero taps of
 #: phases with fewer taps, windows that straddle two phases' ranges, row padding); above this
 #: the gemm route wins (T1, k=4 s=2 on 16x16: waste 1.2, gemm 21 ms, phase 24; T4: waste 1.0,
@@ -310,8 +323,26 @@ def route_applies(route: str, geom: Geometry, dtype: np.dtype | None = None) -> 
     return True
 
 
+def image_macs(geom: Geometry) -> int:
+    """Multiply-accumulates of one image of the batch: what :func:`choose_route` weighs.
+
+    Parameters
+    ----------
+    geom : Geometry
+
+    Returns
+    -------
+    int
+        ``geom.macs`` of a batch of one (for an empty batch too).
+    """
+    return dataclasses.replace(geom, batch=1).macs
+
+
 def choose_route(geom: Geometry, dtype: np.dtype | None = None) -> str:
     """Pick the route for a geometry (thresholds measured on the benchmark cases, bench/cases.py).
+
+    The choice depends on the work per image, never on the batch size (see
+    :data:`SMALL_MACS`).
 
     Parameters
     ----------
@@ -325,10 +356,11 @@ def choose_route(geom: Geometry, dtype: np.dtype | None = None) -> str:
     str
         A key of ``ROUTES[geom.op]``.
     """
-    if geom.c_in_per_group * geom.c_out_per_group <= 4 or geom.macs < SMALL_MACS:
+    per_image = image_macs(geom)
+    if geom.c_in_per_group * geom.c_out_per_group <= 4 or per_image < SMALL_MACS:
         return "direct"
     fast = dtype is None or np.dtype(dtype) == np.float32
-    if fast and _winograd_applies(geom) and geom.macs >= WINOGRAD_MIN_MACS:
+    if fast and _winograd_applies(geom) and per_image >= WINOGRAD_MIN_MACS:
         return "winograd"
     if geom.op == "conv":
         return "phase"

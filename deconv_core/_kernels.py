@@ -112,8 +112,12 @@ def conv_direct(x, w, bias, y, groups, stride, dilation, offset):  # pragma: no 
                             for o1 in range(lo1, hi1):
                                 row = out[o0, o1]
                                 srow = src[i0, o1 * s1 + t1 * d1 - f1]
-                                for o2 in range(lo2, hi2):
-                                    row[o2] += wv * srow[o2 * s2 + base2]
+                                if s2 == 1:  # contiguous, vectorisable
+                                    for o2 in range(lo2, hi2):
+                                        row[o2] += wv * srow[o2 + base2]
+                                else:
+                                    for o2 in range(lo2, hi2):
+                                        row[o2] += wv * srow[o2 * s2 + base2]
 
 
 @numba.njit(cache=True)

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import grpc
 import numpy as np
-from deconv import codec
+from deconv import codec, frames
 from deconv.v1 import deconv_pb2 as pb
 from deconv.v1 import deconv_pb2_grpc as pb_grpc
 from deconv.wire import (
@@ -31,10 +31,11 @@ from deconv.wire import (
     PemSource,
 )
 
-from deconv_client import _requests, _service
+from deconv_client import _requests, _service, _split
 from deconv_client._channel import channel_setup, resolve_token
 from deconv_client._operators import OperatorsMixin
 from deconv_client._service import ServingWait
+from deconv_client._shared_memory import SharedMemory
 from deconv_client._weights import WeightMemo
 from deconv_client.errors import DeconvClientError, from_rpc_error
 
@@ -179,7 +180,7 @@ class BaseClient(OperatorsMixin, Generic[ResultT]):
 
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         *,
         timeout: float | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -195,7 +196,12 @@ class BaseClient(OperatorsMixin, Generic[ResultT]):
         server_name: str | None = None,
         token_file: str | os.PathLike[str] | None = None,
         weight_cache: bool = True,
+        split_batch: bool = False,
+        shared_memory: str | os.PathLike[str] | None = None,
     ) -> None:
+        # split_batch's replica clients are made from these same arguments (deconv_client._split).
+        self._replicas = _split.Replicas(target, dict(locals()))
+        target = self._replicas.channel_target
         credentials, opts = channel_setup(
             target,
             max_message_bytes=max_message_bytes,
@@ -219,7 +225,18 @@ class BaseClient(OperatorsMixin, Generic[ResultT]):
         self.max_message_bytes = max_message_bytes
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._stub = pb_grpc.DeconvStub(self._channel)
+        # Data messages of the chunked RPCs are framed and read without protobuf (deconv.frames).
+        self._chunked_calls = {
+            op: self._channel.stream_stream(
+                m.path(m.chunked),
+                request_serializer=frames.chunk_serializer(m.chunk),
+                response_deserializer=frames.chunk_parser(pb.TensorChunk),
+            )
+            for op, m in METHODS.items()
+        }
         self._weights = WeightMemo(weight_cache)
+        # conv/conv_transpose through files of the server's host (deconv_client._shared_memory)
+        self._shm = SharedMemory(shared_memory, self) if shared_memory is not None else None
         self._health_check = self._channel.unary_unary(_service.HEALTH_CHECK_METHOD)
 
     # -- compute -----------------------------------------------------------------------------
@@ -243,7 +260,9 @@ class BaseClient(OperatorsMixin, Generic[ResultT]):
         Returns
         -------
         ndarray
-            The result in the dtype and layout of ``x`` (from an AsyncClient, await it).
+            The result in the dtype and layout of ``x`` (from an AsyncClient, await it). A
+            client made with ``split_batch=True`` computes parts of the batch on its replicas
+            concurrently and returns the same bits (``deconv_client._split``).
 
         Raises
         ------
@@ -263,7 +282,7 @@ class BaseClient(OperatorsMixin, Generic[ResultT]):
             weight_format=weight_format,
             padding_mode=padding_mode,
         )
-        return self._run(prepared)
+        return _split.run(self, prepared)  # across the replicas with split_batch=True
 
     def conv_transpose(
         self,
@@ -286,7 +305,9 @@ class BaseClient(OperatorsMixin, Generic[ResultT]):
         Returns
         -------
         ndarray
-            The result in the dtype and layout of ``x`` (from an AsyncClient, await it).
+            The result in the dtype and layout of ``x`` (from an AsyncClient, await it). A
+            client made with ``split_batch=True`` computes parts of the batch on its replicas
+            concurrently and returns the same bits (``deconv_client._split``).
 
         Raises
         ------
@@ -308,7 +329,7 @@ class BaseClient(OperatorsMixin, Generic[ResultT]):
             weight_format=weight_format,
             convention=convention,
         )
-        return self._run(prepared)
+        return _split.run(self, prepared)  # across the replicas with split_batch=True
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.target!r}, timeout={self.timeout!r})"
@@ -353,7 +374,7 @@ class BaseClient(OperatorsMixin, Generic[ResultT]):
 
     def _start_chunked(self, prepared: _requests.Prepared) -> Any:
         """Start the chunked RPC of ``prepared``; iterate over it (blocking client)."""
-        stream = getattr(self._stub, METHODS[prepared.op].chunked)
+        stream = self._chunked_calls[prepared.op]
         return stream(self._chunks(prepared), timeout=self.timeout, metadata=self._metadata)
 
     def _chunks(self, prepared: _requests.Prepared) -> Any:

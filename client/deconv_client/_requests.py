@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from deconv import codec
+from deconv import codec, frames
 from deconv.v1 import deconv_pb2 as pb
 
 from deconv_client._shapes import result_nbytes
@@ -202,19 +202,31 @@ class Prepared:
     def chunks(self, message_type: Any, chunk_bytes: int = codec.CHUNK_BYTES) -> Iterator[Any]:
         """Messages of the chunked RPC: the request, then ``chunk_bytes`` slices of the data.
 
-        The first message also asks for response messages of at most ``chunk_bytes``, and says
-        whether a weight named by its digest follows in the stream (``weight_pending``).
+        The weight and bias travel inside the first message when together they take at most
+        ``chunk_bytes``: only the input is then streamed, image after image, and the server can
+        compute the first images of a batch while the rest arrive. The first message also asks
+        for response messages of at most ``chunk_bytes``, and says whether a weight named by its
+        digest follows in the stream (``weight_pending``).
         """
-        pending = bool(self.digest) and not self.by_reference and self.weight.size > 0
-        yield message_type(
-            request=self._header(), response_chunk_bytes=chunk_bytes, weight_pending=pending
-        )
-        for _, arr in self._sent():
+        sent = self._sent()
+        extras = [(name, arr) for name, arr in sent if name != "input"]
+        inline = sum(arr.nbytes for _, arr in extras) <= chunk_bytes
+        header = type(self.request)()
+        header.CopyFrom(self._header())
+        streamed = sent
+        if inline:
+            for name, arr in extras:
+                getattr(header, name).data = arr.tobytes()
+            streamed = [(name, arr) for name, arr in sent if name == "input"]
+        names = {name for name, _ in streamed}
+        pending = bool(self.digest) and "weight" in names and self.weight.size > 0
+        yield message_type(request=header, response_chunk_bytes=chunk_bytes, weight_pending=pending)
+        for _, arr in streamed:
             if not arr.size:
                 continue
             raw = memoryview(arr).cast("B")
             for start in range(0, len(raw), chunk_bytes):
-                yield message_type(data=bytes(raw[start : start + chunk_bytes]))
+                yield frames.encode_data(raw[start : start + chunk_bytes])  # pre-framed
 
 
 def build_request(
@@ -294,8 +306,7 @@ class OutputAssembler:
     def __init__(self, input_dtype: np.dtype) -> None:
         self._dtype = input_dtype
         self._header: pb.Tensor | None = None
-        self._buffer = bytearray()
-        self._view = memoryview(self._buffer)
+        self._buffer = np.empty(0, np.uint8)
         self._pos = 0
 
     def add(self, message: pb.TensorChunk) -> None:
@@ -310,8 +321,8 @@ class OutputAssembler:
             if self._header is not None:
                 raise DataLossError("chunked result: a second header arrived")
             self._header = message.header
-            self._buffer = bytearray(codec.tensor_nbytes(message.header, name="output"))
-            self._view = memoryview(self._buffer)
+            # np.empty: memory is committed (in huge pages where possible) as data lands in it
+            self._buffer = np.empty(codec.tensor_nbytes(message.header, name="output"), np.uint8)
             return
         if self._header is None:
             raise DataLossError("chunked result: data arrived before the header")
@@ -319,7 +330,7 @@ class OutputAssembler:
         end = self._pos + len(data)
         if end > len(self._buffer):
             raise DataLossError(f"chunked result: more than the {len(self._buffer)} bytes declared")
-        self._view[self._pos : end] = data
+        self._buffer[self._pos : end] = np.frombuffer(data, np.uint8)
         self._pos = end
 
     def result(self) -> np.ndarray:

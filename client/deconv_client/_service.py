@@ -30,7 +30,7 @@ class ServerInfo:
     limits : dict
         Every field of the ``Limits`` message by name: max_message_bytes, max_tensor_elements,
         max_output_elements, workers, max_flops_per_request, max_inflight_bytes,
-        max_workspace_bytes.
+        max_workspace_bytes, weight_cache_bytes and the shared-memory limits.
     numba_version, threading_layer : str
     threads : int
     runtime : dict of str to str
@@ -38,6 +38,8 @@ class ServerInfo:
         Differs between server processes (replicas).
     requests_served, requests_failed : int
     warm : bool
+    shared_memory_regions : int
+        Shared-memory regions the server holds now, all callers together.
     """
 
     version: str
@@ -52,6 +54,7 @@ class ServerInfo:
     requests_served: int
     requests_failed: int
     warm: bool
+    shared_memory_regions: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly dict of every field."""
@@ -74,6 +77,7 @@ def server_info(response: pb.GetServerInfoResponse) -> ServerInfo:
         requests_served=response.requests_served,
         requests_failed=response.requests_failed,
         warm=response.warm,
+        shared_memory_regions=response.shared_memory_regions,
     )
 
 

@@ -13,7 +13,6 @@ from typing import Any, ParamSpec, TypeVar
 
 import grpc.aio
 import numpy as np
-from deconv.wire import METHODS
 
 from deconv_client import _requests, _service
 from deconv_client._base import BaseClient, ServingWait, UnaryCall, chunked_when_asked, rpc_errors
@@ -83,6 +82,9 @@ class AsyncClient(BaseClient[Coroutine[Any, Any, np.ndarray]]):
 
     async def close(self) -> None:
         """Close the channel, cancelling the calls in flight."""
+        if self._shm is not None:
+            await self._shm.aclose(self)  # unregister the regions, delete the files
+        await self._replicas.aclose()  # split_batch's replica channels
         await self._channel.close()
 
     async def __aenter__(self) -> AsyncClient:
@@ -102,11 +104,13 @@ class AsyncClient(BaseClient[Coroutine[Any, Any, np.ndarray]]):
 
     async def _send(self, prepared: _requests.Prepared) -> np.ndarray:
         """The unary call when it fits; the chunked one otherwise, or when the server asks."""
+        if self._shm is not None:
+            return await self._shm.acall(self, prepared)
         if self._unary_fits(prepared):
             with chunked_when_asked():
                 return await self._unary(self._compute_call(prepared))
         assembler = _requests.OutputAssembler(prepared.input_dtype)
-        stream = getattr(self._stub, METHODS[prepared.op].chunked)
+        stream = self._chunked_calls[prepared.op]
         started: dict[str, Any] = {}
 
         async def requests() -> AsyncIterator[Any]:

@@ -36,9 +36,10 @@ class Client(BaseClient[np.ndarray]):
 
     Parameters
     ----------
-    target : str
+    target : str or sequence of str
         "host:port", or a gRPC URI such as "dns:///deconv:50051" or
-        "ipv4:///10.0.0.1:50051,10.0.0.2:50051".
+        "ipv4:///10.0.0.1:50051,10.0.0.2:50051"; or a list of replica targets (balanced round
+        robin over one channel, names resolved now).
     timeout : float, optional
         Deadline of every call, in seconds (default: none).
     max_message_bytes : int
@@ -67,6 +68,19 @@ class Client(BaseClient[np.ndarray]):
     weight_cache : bool
         Name weights of 64 KiB or more by their digest once sent, so repeated calls with the
         same weight send none of its bytes (default True; see ``deconv_client._weights``).
+    shared_memory : str or path, optional
+        The server's shared-memory directory as this process sees it (same host): ``conv`` and
+        ``conv_transpose`` then pass their tensors and results through files the client creates
+        there instead of gRPC messages (see ``deconv_client._shared_memory``); ``close()``
+        unregisters and deletes them.
+    split_batch : bool
+        Split each ``conv``/``conv_transpose`` batch of two images or more into one contiguous
+        part per replica (the addresses the target names, a dns:/// name resolved once),
+        computed concurrently over one channel per replica and concatenated in order: the same
+        bits as one call. UNAVAILABLE parts move to another replica; any other error fails the
+        call and cancels the other parts; ``timeout`` bounds the whole call (default False; a
+        client setting, so ``conv``/``conv_transpose`` keep the core's signatures; see
+        ``deconv_client._split``).
     """
 
     _grpc = grpc
@@ -99,6 +113,9 @@ class Client(BaseClient[np.ndarray]):
 
     def close(self) -> None:
         """Close the channel; calls in flight are cancelled."""
+        if self._shm is not None:
+            self._shm.close(self)  # unregister the regions, delete the files
+        self._replicas.close()  # split_batch's replica channels and thread pool
         self._channel.close()
 
     def __enter__(self) -> Client:
@@ -118,6 +135,8 @@ class Client(BaseClient[np.ndarray]):
 
     def _send(self, prepared: _requests.Prepared) -> np.ndarray:
         """Unary when the call fits in a message, else (or when the server asks) chunked."""
+        if self._shm is not None:
+            return self._shm.call(self, prepared)
         if self._unary_fits(prepared):
             with chunked_when_asked():
                 return self._unary(self._compute_call(prepared))

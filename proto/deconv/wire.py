@@ -20,6 +20,9 @@ __all__ = [
     "RETRY_CHUNKED_KEY",
     "RETRY_CHUNKED_VALUE",
     "SERVICE_NAME",
+    "SHARED_MEMORY_KEY",
+    "SHARED_MEMORY_OFF",
+    "SHARED_MEMORY_UNKNOWN",
     "WEIGHT_CACHE_KEY",
     "WEIGHT_CACHE_MISS",
     "WEIGHT_CACHE_OFF",
@@ -48,6 +51,13 @@ RETRY_CHUNKED_VALUE = "chunked"
 WEIGHT_CACHE_KEY = "deconv-weight-cache"
 WEIGHT_CACHE_MISS = "miss"
 WEIGHT_CACHE_OFF = "off"
+#: Trailing-metadata key of answers about shared memory (the .proto, "SHARED MEMORY"):
+#: :data:`SHARED_MEMORY_UNKNOWN` on NOT_FOUND for a region the server does not hold (register it
+#: again, then repeat the call), :data:`SHARED_MEMORY_OFF` on FAILED_PRECONDITION from a server
+#: without a shared-memory directory.
+SHARED_MEMORY_KEY = "deconv-shared-memory"
+SHARED_MEMORY_UNKNOWN = "unknown"
+SHARED_MEMORY_OFF = "off"
 #: Length of a ``weight_digest`` (SHA-256).
 WEIGHT_DIGEST_BYTES = 32
 _DIGEST_TAG = b"deconv-weight-v1"

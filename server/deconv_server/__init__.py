@@ -7,7 +7,8 @@ Modules:
 - :mod:`~deconv_server.parsing` (deserializers that never raise), :mod:`~deconv_server.convert`
   (request -> the core's plan, limits, decoding), :mod:`~deconv_server.chunked` (streamed
   tensors), :mod:`~deconv_server.messages` (time-bounded reads and writes),
-  :mod:`~deconv_server.weights` (the weight cache);
+  :mod:`~deconv_server.weights` (the weight cache), :mod:`~deconv_server.shared_memory` and
+  :mod:`~deconv_server.shared_memory_io` (tensors in files of callers on the same host);
 - :mod:`~deconv_server.servicer` (the RPCs), :mod:`~deconv_server.operators` (gradients and
   deconvolve), :mod:`~deconv_server.handlers` (the method table), :mod:`~deconv_server.compute`
   (the core thread, batch slices, time estimates);

@@ -95,6 +95,7 @@ class _Running:
         await self.health.enter_graceful_shutdown()
         self.gate.close()
         await self.server.stop(grace)
+        self.servicer.shared_memory.close()  # the callers' files stay; only our fds close
         if self.metrics is not None:
             await self.metrics.close()
 
@@ -176,6 +177,7 @@ async def _serve_metrics(
         lambda: servicer.budget.used,
     )
     metrics.track_weights(servicer.weights)
+    metrics.track_shared_memory(servicer.shared_memory)
     try:
         return await metrics.serve(config.host, config.metrics_port)
     except OSError as exc:
@@ -193,7 +195,7 @@ async def _start(config: ServerConfig) -> _Running:
         gate,
     ]
     if token:
-        interceptors.append(TokenAuth(token))
+        interceptors.append(TokenAuth(config.tokens()))  # one per line of the token file
     server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
     warm = threading.Event()
     lock = MeteredLock(CORE_LOCK, metrics) if metrics is not None else CORE_LOCK

@@ -12,21 +12,28 @@ header plus slices of at most ``CHUNK_BYTES`` (``response_chunk_bytes`` is clamp
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
 import grpc.aio
 import numpy as np
-from deconv import codec
+from deconv import codec, frames
 from deconv.v1 import deconv_pb2 as pb
 
 from deconv_server.config import ServerConfig
 from deconv_server.convert import RequestPlan, decode_plan, plan_request, require_parsed
-from deconv_server.errors import RequestError
+from deconv_server.errors import RequestError, RequestTimeoutError, ServerError
 from deconv_server.messages import read_message
 
-__all__ = ["MIN_RESPONSE_CHUNK_BYTES", "output_chunks", "receive_chunked"]
+__all__ = [
+    "MIN_RESPONSE_CHUNK_BYTES",
+    "clamp_chunk_bytes",
+    "output_chunks",
+    "receive_chunked",
+    "upload_time_bound",
+]
 
 #: Smallest data size per response message the server honours (smaller requests are raised to
 #: it: one message per few bytes would take hours for a large result).
@@ -34,40 +41,53 @@ MIN_RESPONSE_CHUNK_BYTES = 64 * 1024
 
 
 class _Buffers:
-    """The pending tensors' bytes, grown as they arrive; :meth:`clear` frees them at once."""
+    """The pending tensors' bytes as they arrive; :meth:`clear` frees them at once.
+
+    A tensor's buffer is created when its first byte arrives, as a numpy array of its exact
+    size: the kernel commits memory (in huge pages where it can) only as bytes are written into
+    it, so what a call holds follows what it sent, and every byte is copied once, from gRPC's
+    message into its place.
+    """
 
     def __init__(self, plan: RequestPlan) -> None:
         self.names = plan.pending()
         self.sizes = [plan.nbytes[name] for name in self.names]
         self.total = sum(self.sizes)
-        self.data = [bytearray() for _ in self.names]
+        self.data: list[np.ndarray | None] = [None] * len(self.names)
+        self.filled = [0] * len(self.names)
         self.received = 0
         self._slot = 0
 
     def add(self, op: str, data: memoryview) -> None:
         off = 0
         while off < len(data):
-            while self._slot < len(self.names) and len(self.data[self._slot]) == self.sizes[
-                self._slot
-            ]:
+            while (
+                self._slot < len(self.names) and self.filled[self._slot] == self.sizes[self._slot]
+            ):
                 self._slot += 1
             if self._slot == len(self.names):
                 raise RequestError(
                     f"{op}: the stream carries more than the {self.total} bytes its pending "
                     f"tensors ({', '.join(self.names) or 'none'}) need"
                 )
-            buf = self.data[self._slot]
-            n = min(self.sizes[self._slot] - len(buf), len(data) - off)
-            buf += data[off : off + n]
+            slot = self._slot
+            buf = self.data[slot]
+            if buf is None:
+                buf = self.data[slot] = np.empty(self.sizes[slot], np.uint8)
+            at = self.filled[slot]
+            n = min(self.sizes[slot] - at, len(data) - off)
+            buf[at : at + n] = np.frombuffer(data, np.uint8, n, off)
+            self.filled[slot] = at + n
             off += n
             self.received += n
 
-    def payloads(self) -> dict[str, bytearray]:
-        return dict(zip(self.names, self.data, strict=True))
+    def payloads(self) -> dict[str, np.ndarray]:
+        return {
+            name: buf for name, buf in zip(self.names, self.data, strict=True) if buf is not None
+        }
 
     def clear(self) -> None:
-        for buf in self.data:
-            buf.clear()  # frees the memory even while a traceback still refers to this object
+        self.data = [None] * len(self.names)  # frees the memory even while a traceback lives
 
 
 def plan_first_chunk(op: str, first: Any, config: ServerConfig) -> RequestPlan:
@@ -158,7 +178,28 @@ async def receive_chunked(
     except BaseException:
         buffers.clear()
         raise
-    return arrays, _clamp(asked), streamed
+    return arrays, clamp_chunk_bytes(asked), streamed
+
+
+@contextlib.asynccontextmanager
+async def upload_time_bound(op: str, config: ServerConfig) -> AsyncIterator[None]:
+    """Bound a chunked upload by ``config.upload_timeout_s`` (DEADLINE_EXCEEDED past it).
+
+    Raises
+    ------
+    deconv_server.errors.RequestTimeoutError
+        The upload, or one of its messages (``message_timeout_s``), took too long.
+    """
+    try:
+        async with asyncio.timeout(config.upload_timeout_s):
+            yield
+    except TimeoutError as exc:
+        if isinstance(exc, ServerError):  # one message's timeout, already explained
+            raise
+        raise RequestTimeoutError(
+            f"{op}: the chunked upload took longer than {config.upload_timeout_s:g} s "
+            f"(DECONV_UPLOAD_TIMEOUT_S)"
+        ) from None
 
 
 async def _caller_left(context: grpc.aio.ServicerContext, wait: float = 0.1) -> bool:
@@ -172,7 +213,8 @@ async def _caller_left(context: grpc.aio.ServicerContext, wait: float = 0.1) -> 
     return True
 
 
-def _clamp(asked: int) -> int:
+def clamp_chunk_bytes(asked: int) -> int:
+    """A caller's ``response_chunk_bytes`` within the honoured range (0 = the server's choice)."""
     if asked <= 0:
         return 0
     return max(MIN_RESPONSE_CHUNK_BYTES, min(codec.CHUNK_BYTES, asked))
@@ -180,8 +222,8 @@ def _clamp(asked: int) -> int:
 
 def output_chunks(
     y: np.ndarray, wire_dtype: int, max_message_bytes: int, requested: int = 0
-) -> Iterator[pb.TensorChunk]:
-    """The result as a header message plus data messages.
+) -> Iterator[pb.TensorChunk | bytes]:
+    """The result as a header message plus data messages (pre-framed bytes, :mod:`deconv.frames`).
 
     Each carries at most ``codec.CHUNK_BYTES``, half the message size limit, and ``requested``
     (the caller's clamped ``response_chunk_bytes``, when not 0).
@@ -191,4 +233,4 @@ def output_chunks(
     yield pb.TensorChunk(header=pb.Tensor(dtype=dtype, shape=arr.shape))
     raw = memoryview(arr).cast("B") if arr.size else memoryview(b"")
     for start in range(0, len(raw), step):
-        yield pb.TensorChunk(data=bytes(raw[start : start + step]))
+        yield frames.encode_data(raw[start : start + step])  # one copy; no protobuf object

@@ -38,6 +38,7 @@ __all__ = [
     "max_slices",
     "queued",
     "release_freed_memory",
+    "slice_plan",
     "submit",
 ]
 
@@ -93,15 +94,23 @@ def _batch_axis_slices(plan: deconv_core.Plan) -> list[tuple[int, int]]:
     return [(b0, min(batch, b0 + step)) for b0 in range(0, batch, step)]
 
 
-def _slice_plan(plan: deconv_core.Plan, n: int) -> deconv_core.Plan:
-    """``plan`` for ``n`` images of its batch (same route; the batch is axis 0 in every layout)."""
+def slice_plan(plan: deconv_core.Plan, n: int) -> deconv_core.Plan:
+    """``plan`` for ``n`` images of its batch (same route; the batch is axis 0 in every layout).
+
+    The route is the one the planner would choose for ``n`` images too (the dispatcher weighs
+    work per image, ``deconv_core._engine.choose_route``), so slices compute the same bits as the
+    whole batch. The kernel geometry (fill-padded convs, windows before the full result) is
+    sliced with the geometry: the engine sizes its arrays from it.
+    """
     if n == plan.geometry.batch:
         return plan
+    kernel = plan.kernel_geometry
     return dataclasses.replace(
         plan,
         geometry=dataclasses.replace(plan.geometry, batch=n),
         input_shape=(n, *plan.input_shape[1:]),
         output_shape=(n, *plan.output_shape[1:]),
+        kernel_geometry=None if kernel is None else dataclasses.replace(kernel, batch=n),
     )
 
 
@@ -137,27 +146,31 @@ class Job:
         if self.cancelled.is_set():
             self.arrays = ()
             raise CancelledJobError
-        x, w, b = self.arrays
-        plan = self.plan
         with lock:
-            start = time.perf_counter()
-            try:
-                slices = _batch_axis_slices(plan)
-                if len(slices) == 1:
-                    y = deconv_core.execute(plan, x, w, b)
-                else:
-                    y = np.empty(plan.output_shape, dtype=x.dtype)
-                    for b0, b1 in slices:
-                        if self.cancelled.is_set():
-                            raise CancelledJobError
-                        part = _slice_plan(plan, b1 - b0)
-                        y[b0:b1] = deconv_core.execute(part, x[b0:b1], w, b)
-            finally:
-                self.core_seconds = time.perf_counter() - start
-                self.arrays = ()  # the request's buffers can go as soon as the core is done
+            y = self._compute()
         if y.nbytes >= _TRIM_BYTES:
             release_freed_memory()
         return y
+
+    def _compute(self) -> np.ndarray:
+        """The plan's result, slice by slice; the caller holds the core lock."""
+        x, w, b = self.arrays
+        plan = self.plan
+        start = time.perf_counter()
+        try:
+            slices = _batch_axis_slices(plan)
+            if len(slices) == 1:
+                return deconv_core.execute(plan, x, w, b)
+            y = np.empty(plan.output_shape, dtype=x.dtype)
+            for b0, b1 in slices:
+                if self.cancelled.is_set():
+                    raise CancelledJobError
+                part = slice_plan(plan, b1 - b0)
+                y[b0:b1] = deconv_core.execute(part, x[b0:b1], w, b)
+            return y
+        finally:
+            self.core_seconds = time.perf_counter() - start
+            self.arrays = ()  # the request's buffers can go as soon as the core is done
 
 
 @dataclasses.dataclass

@@ -86,7 +86,7 @@ class ServerConfig:
         env="DECONV_MAX_FLOPS",
     )
     auth_token_file: str | None = _setting(
-        None, Kind.PATH, "file holding the bearer token, content stripped", group=_OPS
+        None, Kind.PATH, "file of bearer tokens, one per line, stripped", group=_OPS
     )
     tls_cert: str | None = _setting(
         None, Kind.PATH, "PEM certificate chain: TLS only, with --tls-key", group=_OPS
@@ -154,6 +154,22 @@ class ServerConfig:
     max_streams_per_connection: int = _setting(
         32, Kind.INT, "concurrent RPCs on one connection", lo=1, hi=2**31 - 1, group=_OPS
     )
+    #: Callers on this host may register windows of files in it (a tmpfs) and let Conv calls
+    #: read their tensors and write their results there (the .proto, "SHARED MEMORY"). The
+    #: server never creates, resizes or deletes those files.
+    shared_memory_dir: str | None = _setting(
+        None, Kind.PATH, "directory of shared-memory files (a tmpfs), unset = off", group=_OPS
+    )
+    #: Every use of a region, and registering it again, renews it.
+    shared_memory_lease_s: float = _setting(
+        60.0, Kind.SECONDS, "a shared-memory region unused this long is dropped", lo=0, lo_open=True
+    )
+    max_shared_memory_regions: int = _setting(
+        1024, Kind.INT, "shared-memory regions held at once, all callers", lo=1, hi=2**20
+    )
+    max_shared_memory_regions_per_owner: int = _setting(
+        64, Kind.INT, "shared-memory regions one token may hold at once", lo=1, hi=2**20
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -171,24 +187,39 @@ class ServerConfig:
         return self.tls_cert is not None
 
     def token(self) -> str | None:
-        """The bearer token in force: ``auth_token``, or the content of ``auth_token_file``.
+        """The (first) bearer token in force: ``auth_token``, or the first of ``auth_token_file``.
 
         Raises
         ------
         ConfigError
             The token file cannot be read or is empty.
         """
+        tokens = self.tokens()
+        return tokens[0] if tokens else None
+
+    def tokens(self) -> tuple[str, ...]:
+        """Every bearer token in force (empty: no authentication).
+
+        ``auth_token``, or each line of ``auth_token_file`` with its surrounding whitespace
+        stripped, blank lines skipped: one line per tenant. A file of one token reads as before.
+
+        Raises
+        ------
+        ConfigError
+            The token file cannot be read or holds no token.
+        """
         if self.auth_token_file is None:
-            return self.auth_token
+            return (self.auth_token,) if self.auth_token else ()
         try:
             with open(self.auth_token_file, encoding="utf-8") as f:
-                token = f.read().strip()
+                lines = f.read().splitlines()
         except OSError as exc:
             message = f"cannot read auth_token_file {self.auth_token_file}: {exc}"
             raise ConfigError(message) from None
-        if not token:
+        tokens = tuple(dict.fromkeys(t for line in lines if (t := line.strip())))
+        if not tokens:
             raise ConfigError(f"auth_token_file {self.auth_token_file} is empty")
-        return token
+        return tokens
 
     @property
     def address(self) -> str:

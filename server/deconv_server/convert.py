@@ -20,6 +20,7 @@ from deconv import codec, wire
 from deconv.v1 import deconv_pb2 as pb
 
 import deconv_core
+from deconv_server import plan_cache
 from deconv_server.config import ServerConfig
 from deconv_server.errors import RequestError, RequestLimitError, ResultTooLargeError
 from deconv_server.parsing import Unparsed, lenient_parser, require_parsed
@@ -95,6 +96,10 @@ class RequestPlan:
     weight_cached : bool
         The weight is named by its digest and comes from the server's cache: its bytes are
         neither in the message nor in a chunked call's data stream.
+    shared : tuple of str
+        Tensors whose bytes lie in shared memory (:mod:`deconv_server.shared_memory`).
+    output_ref : deconv.v1.SharedMemoryRef or None
+        Where the caller wants the result written instead of the response.
     """
 
     wire_dtype: int
@@ -103,6 +108,8 @@ class RequestPlan:
     core: deconv_core.Plan
     digest: bytes = b""
     weight_cached: bool = False
+    shared: tuple[str, ...] = ()
+    output_ref: Any = None
 
     @property
     def op(self) -> str:
@@ -203,7 +210,20 @@ def core_parameters(op: str, request: Any) -> dict[str, Any]:
 
 
 def _core_plan(op: str, request: Any, tensors: dict[str, Any]) -> deconv_core.Plan:
-    """The core's plan, from the wire fields as they are (empty repeated field = default)."""
+    """The core's plan, from the wire fields as they are (empty repeated field = default).
+
+    A request whose parameters, dtypes and shapes were planned before gets that plan back
+    (:mod:`deconv_server.plan_cache`); only a new geometry is canonicalised.
+    """
+    key = plan_cache.request_key(op, request)
+    plan = plan_cache.PLANS.get(key)
+    if plan is None:
+        plan = _new_core_plan(op, request, tensors)
+        plan_cache.PLANS.put(key, plan)
+    return plan
+
+
+def _new_core_plan(op: str, request: Any, tensors: dict[str, Any]) -> deconv_core.Plan:
     bias = tensors.get("bias")
     dtypes = dict(
         dtype=_dtype_name(tensors["input"]),
@@ -223,6 +243,7 @@ def plan_request(
     chunked: bool = False,
     digest_ok: bool = False,
     weight_pending: bool = False,
+    shared_ok: bool = False,
 ) -> RequestPlan:
     """Check a ``ConvRequest`` (op "conv") or ``TransposedConvRequest`` from its metadata.
 
@@ -239,6 +260,9 @@ def plan_request(
         a ``weight_digest`` is INVALID_ARGUMENT.
     weight_pending : bool
         A chunked call's ``weight_pending``: a weight named by digest follows in the stream.
+    shared_ok : bool
+        The RPC serves shared memory (unary Conv/TransposedConv); elsewhere a tensor's
+        ``shared_memory`` or the request's ``output_shared_memory`` is INVALID_ARGUMENT.
 
     Returns
     -------
@@ -272,12 +296,20 @@ def plan_request(
         for name, tensor in tensors.items()
     }
     digest = _digest(op, request, digest_ok, weight_pending)
+    shared = tuple(n for n, t in tensors.items() if t.HasField("shared_memory"))
+    output_ref = request.output_shared_memory if request.HasField("output_shared_memory") else None
+    if (shared or output_ref is not None) and not shared_ok:
+        raise RequestError(
+            f"{op}: shared memory is only for the unary Conv/TransposedConv RPCs; send the bytes"
+        )
     cached = bool(digest) and not weight_pending and nbytes["weight"] > 0
-    if cached and tensors["weight"].data:
+    if cached and (tensors["weight"].data or "weight" in shared):
         cached = False  # the bytes came along: checked against the digest, then kept
     core = _core_plan(op, request, tensors)
-    plan = RequestPlan(tensors["input"].dtype, tensors, nbytes, core, digest, cached)
-    _check_limits(plan, config, chunked=chunked)
+    plan = RequestPlan(
+        tensors["input"].dtype, tensors, nbytes, core, digest, cached, shared, output_ref
+    )
+    _check_limits(plan, config, chunked=chunked or output_ref is not None)
     return plan
 
 

@@ -14,6 +14,13 @@ __all__ = [
     "RequestTimeoutError",
     "ResultTooLargeError",
     "ServerError",
+    "SharedMemoryError",
+    "SharedMemoryFileError",
+    "SharedMemoryLimitError",
+    "SharedMemoryNotFoundError",
+    "SharedMemoryOffError",
+    "SharedMemoryPermissionError",
+    "SharedMemoryRangeError",
     "WeightCacheMissError",
     "WeightCacheOffError",
 ]
@@ -67,3 +74,39 @@ class WeightCacheMissError(ServerError):
 class WeightCacheOffError(WeightCacheMissError):
     """A weight named by digest while the server's weight cache is off (FAILED_PRECONDITION,
     trailing metadata ``deconv.wire.WEIGHT_CACHE_KEY: off``)."""
+
+
+class SharedMemoryError(ServerError):
+    """A malformed shared-memory request: a bad name, key, window or reference
+    (INVALID_ARGUMENT; :mod:`deconv_server.shared_memory`)."""
+
+
+class SharedMemoryOffError(SharedMemoryError):
+    """Shared memory asked of a server without a shared-memory directory (FAILED_PRECONDITION,
+    trailing metadata ``deconv.wire.SHARED_MEMORY_KEY: off``)."""
+
+
+class SharedMemoryNotFoundError(SharedMemoryError):
+    """A request names a region the server does not hold: never registered, unregistered,
+    expired, its file removed, or a restarted server (NOT_FOUND, trailing metadata
+    ``deconv.wire.SHARED_MEMORY_KEY: unknown``: register it again and repeat the call)."""
+
+
+class SharedMemoryFileError(SharedMemoryError):
+    """The file a registration names does not exist in the shared-memory directory (NOT_FOUND,
+    without the re-register trailer)."""
+
+
+class SharedMemoryPermissionError(SharedMemoryError):
+    """A region of another owner, or a result asked into a region the server may only read
+    (PERMISSION_DENIED)."""
+
+
+class SharedMemoryRangeError(SharedMemoryError):
+    """A window outside its region or file, or a short read or write: the file shrank
+    (OUT_OF_RANGE)."""
+
+
+class SharedMemoryLimitError(SharedMemoryError):
+    """One region more than the server's limits allow, per owner or in all
+    (RESOURCE_EXHAUSTED)."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
+from deconv import frames
 from deconv.v1 import deconv_pb2 as pb
 
 from deconv_server.parsing import lenient_parser
@@ -21,6 +22,18 @@ if TYPE_CHECKING:
     from deconv_server.servicer import DeconvServicer
 
 __all__ = ["add_to_server"]
+
+#: The shared-memory management RPCs (:mod:`deconv_server.shared_memory`): name, request, response.
+_SHARED_MEMORY_RPCS = (
+    ("RegisterSharedMemory", pb.RegisterSharedMemoryRequest, pb.SharedMemoryRegion),
+    ("UnregisterSharedMemory", pb.UnregisterSharedMemoryRequest, pb.UnregisterSharedMemoryResponse),
+    ("SharedMemoryStatus", pb.SharedMemoryStatusRequest, pb.SharedMemoryStatusResponse),
+)
+
+
+def _chunk_parser(message_type: object) -> object:
+    """Data messages as zero-copy views (:mod:`deconv.frames`), the rest parsed leniently."""
+    return frames.chunk_parser(message_type, lenient_parser(message_type))
 
 
 def add_to_server(servicer: DeconvServicer, server: grpc.aio.Server) -> None:
@@ -40,7 +53,7 @@ def add_to_server(servicer: DeconvServicer, server: grpc.aio.Server) -> None:
     stream = grpc.stream_stream_rpc_method_handler
     unary = grpc.stream_unary_rpc_method_handler  # one response, sent with the status
     reply = pb.ConvResponse.SerializeToString
-    chunk = pb.TensorChunk.SerializeToString
+    chunk = frames.chunk_serializer(pb.TensorChunk)  # data messages come pre-framed
     handlers = {
         "Conv": unary(
             servicer.Conv,
@@ -59,12 +72,12 @@ def add_to_server(servicer: DeconvServicer, server: grpc.aio.Server) -> None:
         ),
         "ConvChunked": stream(
             servicer.ConvChunked,
-            request_deserializer=lenient_parser(pb.ConvRequestChunk),
+            request_deserializer=_chunk_parser(pb.ConvRequestChunk),
             response_serializer=chunk,
         ),
         "TransposedConvChunked": stream(
             servicer.TransposedConvChunked,
-            request_deserializer=lenient_parser(pb.TransposedConvRequestChunk),
+            request_deserializer=_chunk_parser(pb.TransposedConvRequestChunk),
             response_serializer=chunk,
         ),
         "ConvBackward": unary(
@@ -88,5 +101,11 @@ def add_to_server(servicer: DeconvServicer, server: grpc.aio.Server) -> None:
             response_serializer=pb.DeconvolveUpdate.SerializeToString,
         ),
     }
+    for method, request_type, response_type in _SHARED_MEMORY_RPCS:
+        handlers[method] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method),
+            request_deserializer=lenient_parser(request_type),
+            response_serializer=response_type.SerializeToString,
+        )
     name = pb.DESCRIPTOR.services_by_name["Deconv"].full_name
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))

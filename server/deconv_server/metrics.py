@@ -3,25 +3,28 @@
 Each server owns a private :class:`prometheus_client.CollectorRegistry`, so several servers in
 one process (tests, replicas) never mix their numbers. Exported series:
 
-=================================== ========= ================================================
-name                                type      meaning
-=================================== ========= ================================================
-deconv_requests_total               counter   finished RPCs by service, method, status code
-deconv_request_duration_seconds     histogram RPC latency by service and method
-deconv_received_bytes_total         counter   serialized request bytes by method
-deconv_sent_bytes_total             counter   serialized response bytes by method
-deconv_in_flight_requests           gauge     RPCs being handled now (every service)
-deconv_admitted_requests            gauge     compute RPCs admitted (running or queued)
-deconv_queue_depth                  gauge     admitted compute RPCs waiting for the core
-deconv_inflight_bytes               gauge     bytes admitted requests hold (in-flight budget)
-deconv_core_busy                    gauge     1 while the core computes
-deconv_core_seconds_total           counter   time the core spent computing
-deconv_warm                         gauge     1 once the kernels are compiled (SERVING)
-deconv_weight_cache_hits_total      counter   weights named by digest and found in the cache
-deconv_weight_cache_misses_total    counter   weights named by digest and not found
-deconv_weight_cache_bytes           gauge     bytes of weights kept by digest
-deconv_weight_bytes_received_total  counter   weight bytes that came over the wire
-=================================== ========= ================================================
+======================================== ========= ================================================
+name                                     type      meaning
+======================================== ========= ================================================
+deconv_requests_total                    counter   finished RPCs by service, method, status code
+deconv_request_duration_seconds          histogram RPC latency by service and method
+deconv_received_bytes_total              counter   serialized request bytes by method
+deconv_sent_bytes_total                  counter   serialized response bytes by method
+deconv_in_flight_requests                gauge     RPCs being handled now (every service)
+deconv_admitted_requests                 gauge     compute RPCs admitted (running or queued)
+deconv_queue_depth                       gauge     admitted compute RPCs waiting for the core
+deconv_inflight_bytes                    gauge     bytes admitted requests hold (in-flight budget)
+deconv_core_busy                         gauge     1 while the core computes
+deconv_core_seconds_total                counter   time the core spent computing
+deconv_warm                              gauge     1 once the kernels are compiled (SERVING)
+deconv_weight_cache_hits_total           counter   weights named by digest and found in the cache
+deconv_weight_cache_misses_total         counter   weights named by digest and not found
+deconv_weight_cache_bytes                gauge     bytes of weights kept by digest
+deconv_weight_bytes_received_total       counter   weight bytes that came over the wire
+deconv_shared_memory_regions             gauge     shared-memory regions registered now
+deconv_shared_memory_read_bytes_total    counter   tensor bytes read from shared memory
+deconv_shared_memory_written_bytes_total counter   result bytes written to shared memory
+======================================== ========= ================================================
 
 The core series come from :class:`MeteredLock`, a drop-in for the core lock that the servicer's
 jobs hold instead of the bare lock; the queue depth counts jobs waiting for the core thread and
@@ -120,6 +123,10 @@ class Metrics:
     def track_weights(self, cache: Any) -> None:
         """Export the counters of a :class:`deconv_server.weights.WeightCache` at scrape time."""
         self.registry.register(_WeightCacheCollector(cache))
+
+    def track_shared_memory(self, registry: Any) -> None:
+        """Export a :class:`deconv_server.shared_memory.SharedMemoryRegistry` at scrape time."""
+        self.registry.register(_SharedMemoryCollector(registry))
 
     def observe(
         self, service: str, method: str, code: str, seconds: float, nbytes_in: int, nbytes_out: int
@@ -249,4 +256,27 @@ class _WeightCacheCollector:
             "deconv_weight_bytes_received",
             "Weight bytes that came over the wire",
             value=c.weight_bytes_received,
+        )
+
+
+class _SharedMemoryCollector:
+    """The shared-memory registry's numbers, read when scraped."""
+
+    def __init__(self, registry: Any) -> None:
+        self._registry = registry
+
+    def collect(self) -> Any:
+        r = self._registry
+        yield GaugeMetricFamily(
+            "deconv_shared_memory_regions", "Shared-memory regions registered", value=len(r)
+        )
+        yield CounterMetricFamily(
+            "deconv_shared_memory_read_bytes",
+            "Tensor bytes read from shared memory",
+            value=r.bytes_read,
+        )
+        yield CounterMetricFamily(
+            "deconv_shared_memory_written_bytes",
+            "Result bytes written to shared memory",
+            value=r.bytes_written,
         )

@@ -40,9 +40,14 @@ from deconv import codec
 from deconv.v1 import deconv_pb2 as pb
 
 import deconv_core
-from deconv_server import __version__, compute, operators
+from deconv_server import __version__, compute, operators, pipeline
 from deconv_server.budget import ByteBudget
-from deconv_server.chunked import output_chunks, plan_first_chunk, receive_chunked
+from deconv_server.chunked import (
+    output_chunks,
+    plan_first_chunk,
+    receive_chunked,
+    upload_time_bound,
+)
 from deconv_server.config import ServerConfig
 from deconv_server.convert import (
     RequestPlan,
@@ -55,10 +60,9 @@ from deconv_server.errors import (
     BusyError,
     RequestError,
     RequestLimitError,
-    RequestTimeoutError,
-    ServerError,
 )
 from deconv_server.messages import read_message, write_message
+from deconv_server.shared_memory import SharedMemoryRegistry, SharedMemoryRpcs
 from deconv_server.status import status_for, trailers_for
 from deconv_server.weights import WeightCache
 
@@ -75,10 +79,10 @@ INSTANCE_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 def plan_unary(op: str, message: Any, config: ServerConfig) -> RequestPlan:
     """The plan of a unary request message (checked, limits included; nothing decoded)."""
-    return plan_request(op, require_parsed(op, message), config, digest_ok=True)
+    return plan_request(op, require_parsed(op, message), config, digest_ok=True, shared_ok=True)
 
 
-class DeconvServicer:
+class DeconvServicer(SharedMemoryRpcs):
     """Implements the Deconv RPCs on grpc.aio.
 
     Parameters
@@ -104,6 +108,8 @@ class DeconvServicer:
         self._in_flight = 0
         self._budget = ByteBudget(config.max_inflight_bytes)
         self._weights = WeightCache(config.weight_cache_bytes)
+        #: Shared-memory regions of callers on this host (off without shared_memory_dir).
+        self.shared_memory = SharedMemoryRegistry(config)
         self._served = 0
         self._failed = 0
 
@@ -185,6 +191,7 @@ class DeconvServicer:
                 max_inflight_bytes=cfg.max_inflight_bytes,
                 max_workspace_bytes=cfg.max_workspace_bytes,
                 weight_cache_bytes=cfg.weight_cache_bytes,
+                **_shared_memory_limits(cfg),
             ),
             numba_version=runtime["numba_version"],
             threading_layer=runtime["threading_layer"],
@@ -194,6 +201,7 @@ class DeconvServicer:
             requests_served=self._served,
             requests_failed=self._failed,
             warm=self._warm.is_set(),
+            shared_memory_regions=len(self.shared_memory),
         )
 
     # -- internals ---------------------------------------------------------------------------
@@ -261,22 +269,24 @@ class DeconvServicer:
         if plan.weight_cached:
             cached["weight"] = self._weights.lookup(op, plan.digest, plan.tensors["weight"])
         self._admit(op)
+        shm = None
         try:
+            if plan.shared or plan.output_ref is not None:  # tensors in shared memory
+                shm = self.shared_memory.bind(plan, self.shared_memory.owner(context))
             if chunked:
                 # Headers now tell the caller its request was accepted: it may send the data.
                 await context.send_initial_metadata(())
-                try:
-                    async with asyncio.timeout(cfg.upload_timeout_s):
-                        arrays, asked, streamed = await receive_chunked(
-                            op, plan, first, context, cfg, reserve, cached
-                        )
-                except TimeoutError as exc:
-                    if isinstance(exc, ServerError):  # one message's timeout, already explained
-                        raise
-                    raise RequestTimeoutError(
-                        f"{op}: the chunked upload took longer than {cfg.upload_timeout_s:g} s "
-                        f"(DECONV_UPLOAD_TIMEOUT_S)"
-                    ) from None
+                if pipeline.applies(plan):  # a batch computed and sent as it arrives
+                    self._check_time(plan)
+                    await self._weights.take(plan, None)
+                    await pipeline.run_pipelined(
+                        plan, first, context, cfg, reserve, self._run_job, cached
+                    )
+                    return None
+                async with upload_time_bound(op, cfg):
+                    arrays, asked, streamed = await receive_chunked(
+                        op, plan, first, context, cfg, reserve, cached
+                    )
                 # the tensors' bytes were reserved as they came; now the result and the scratch
                 reserve(op, plan.output_bytes + plan.core.workspace_bytes)
                 await self._weights.take(plan, streamed.get("weight"))
@@ -284,8 +294,10 @@ class DeconvServicer:
             else:
                 reserve(op, plan.tensor_bytes + plan.core.workspace_bytes)  # it has arrived
                 await self._expect_end(op, context)
-                arrays = decode_plan(plan, cached)
-                await self._weights.take(plan, None)
+                read = await shm.read(plan) if shm is not None else {}
+                arrays = decode_plan(plan, {**cached, **read})
+                await self._weights.take(plan, read.get("weight"))
+                del read
             del first, cached
             y = await self._compute(plan, arrays)
             del arrays
@@ -293,11 +305,15 @@ class DeconvServicer:
                 for message in output_chunks(y, plan.wire_dtype, cfg.max_message_bytes, asked):
                     await write_message(context, op, message, cfg.write_timeout_s)
                 return None
+            if shm is not None and shm.output is not None:
+                return await shm.respond(y, plan)
             response = pb.ConvResponse()
             codec.encode(y, dtype=plan.wire_dtype, out=response.output)
             return response
         finally:
             self._in_flight -= 1
+            if shm is not None:
+                shm.release()
 
     async def _expect_end(self, op: str, context: grpc.aio.ServicerContext) -> None:
         extra = await read_message(context, op, self._config.message_timeout_s)
@@ -305,6 +321,10 @@ class DeconvServicer:
             raise RequestError(f"{op}: a unary call carries exactly one request message")
 
     async def _compute(self, plan: RequestPlan, arrays: Any) -> np.ndarray:
+        self._check_time(plan)
+        return await self._run_job(compute.Job(plan.core, arrays))
+
+    def _check_time(self, plan: RequestPlan) -> None:
         cfg = self._config
         seconds = compute.estimate_seconds(plan.core)
         if seconds > cfg.max_compute_seconds:
@@ -314,7 +334,9 @@ class DeconvServicer:
                 f"server's limit of {cfg.max_compute_seconds:g} s; split the batch or send "
                 f"smaller tensors"
             )
-        job = compute.Job(plan.core, arrays)
+
+    async def _run_job(self, job: compute.Job) -> np.ndarray:
+        """The result of ``job`` on the core thread; a cancel of the RPC stops the job."""
         future = compute.submit(job, self._lock)
         try:
             return await asyncio.wrap_future(future)
@@ -353,6 +375,16 @@ class DeconvServicer:
                 f"{self._config.workers}); retry later or on another replica"
             )
         self._in_flight += 1
+
+
+def _shared_memory_limits(cfg: ServerConfig) -> dict[str, Any]:
+    if cfg.shared_memory_dir is None:
+        return {}
+    return dict(
+        max_shared_memory_regions=cfg.max_shared_memory_regions,
+        max_shared_memory_regions_per_owner=cfg.max_shared_memory_regions_per_owner,
+        shared_memory_lease_seconds=cfg.shared_memory_lease_s,
+    )
 
 
 def _text(value: Any) -> str:

@@ -43,6 +43,13 @@ STATUS_TABLE: dict[type[BaseException], grpc.StatusCode] = {
     errors.CancelledError: grpc.StatusCode.CANCELLED,
     errors.WeightCacheMissError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.WeightCacheOffError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.SharedMemoryError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.SharedMemoryOffError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.SharedMemoryNotFoundError: grpc.StatusCode.NOT_FOUND,
+    errors.SharedMemoryFileError: grpc.StatusCode.NOT_FOUND,
+    errors.SharedMemoryPermissionError: grpc.StatusCode.PERMISSION_DENIED,
+    errors.SharedMemoryRangeError: grpc.StatusCode.OUT_OF_RANGE,
+    errors.SharedMemoryLimitError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     # Python: a huge allocation that failed despite the limits.
     MemoryError: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
@@ -55,6 +62,9 @@ TRAILERS: dict[type[BaseException], tuple[tuple[str, str], ...]] = {
     # A weight named by a digest the server does not hold: send its bytes (or stop naming it).
     errors.WeightCacheMissError: ((wire.WEIGHT_CACHE_KEY, wire.WEIGHT_CACHE_MISS),),
     errors.WeightCacheOffError: ((wire.WEIGHT_CACHE_KEY, wire.WEIGHT_CACHE_OFF),),
+    # A region the server does not hold: register it again, then repeat the call.
+    errors.SharedMemoryNotFoundError: ((wire.SHARED_MEMORY_KEY, wire.SHARED_MEMORY_UNKNOWN),),
+    errors.SharedMemoryOffError: ((wire.SHARED_MEMORY_KEY, wire.SHARED_MEMORY_OFF),),
 }
 
 _GENERIC_MESSAGES = {

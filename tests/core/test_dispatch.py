@@ -121,3 +121,39 @@ def test_workspace_bounds_what_the_call_allocates(op, xs, ws, kw, route, data_fo
     assert scratch <= plan.workspace_bytes + 64 * 1024, (scratch, plan.workspace_bytes)
     if route != "direct":  # direct's buffers are allocated inside Numba, unseen by tracemalloc
         assert plan.workspace_bytes <= 4 * scratch + 1024 * 1024
+
+
+# Cases whose route the old whole-batch thresholds changed with the batch size: 262144 MACs
+# per image (direct) and 21M per image (winograd), below the thresholds at batch 1, above them
+# at batch 6 or 2 when the batch's MACs were weighed.
+EDGES = [
+    ("conv_transpose", (1, 16, 8, 8), (16, 16, 4, 4), dict(stride=2, padding=1), "direct"),
+    ("conv", (1, 64, 24, 24), (64, 64, 3, 3), dict(padding=1), "winograd"),
+    ("conv", (1, 64, 20, 20), (64, 64, 3, 3), dict(padding=1), "phase"),
+]
+
+
+@pytest.mark.parametrize(
+    ("op", "xs", "ws", "kw"),
+    [c[1:5] for c in BENCH] + [c[:4] for c in BIG] + [c[:4] for c in EDGES],
+)
+def test_route_does_not_depend_on_the_batch(op, xs, ws, kw):
+    """Routes weigh the work per image: a batch and any part of it take the same route (and so
+    compute the same bits per image; a client's split_batch and the server's slices rely on it)."""
+    routes = {
+        dtype: {_engine.choose_route(_geometry(op, (n, *xs[1:]), ws, kw), dtype) for n in
+                (1, 2, 3, 7, 64, 1000)}
+        for dtype in (None, np.dtype(np.float64))
+    }  # fmt: skip
+    assert all(len(found) == 1 for found in routes.values()), routes
+
+
+@pytest.mark.parametrize(("op", "xs", "ws", "kw", "route"), EDGES, ids=[c[-1] for c in EDGES])
+def test_edge_cases_take_their_route_at_every_batch(op, xs, ws, kw, route):
+    for n in (1, 2, 6, 32):
+        assert _engine.choose_route(_geometry(op, (n, *xs[1:]), ws, kw)) == route
+
+
+def test_image_macs_is_the_batch_of_one():
+    geom = _geometry(*BENCH[0][1:5])
+    assert _engine.image_macs(geom) * geom.batch == geom.macs

@@ -238,6 +238,47 @@ def test_health_checks_run_the_server_probe_module() -> None:
         assert "grpc_health" in Path(spec.origin).read_text(), "not a gRPC health probe"
 
 
+# ---------------------------------------------------------------- examples (deploy/k8s/examples)
+
+EXAMPLES = K8S / "examples"
+
+
+@cache
+def _example_docs() -> tuple[dict[str, Any], ...]:
+    docs = []
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d is not None)
+    return tuple(docs)
+
+
+@pytest.mark.parametrize("doc", _example_docs(), ids=lambda d: d["metadata"]["name"])
+def test_example_manifest_matches_kubernetes_schema(doc: dict[str, Any]) -> None:
+    assert _errors(doc) == []
+
+
+def test_shared_memory_sidecar_shares_an_in_memory_volume() -> None:
+    from deconv_server.config import ENV_VARS
+
+    (dep,) = [d for d in _example_docs() if d["metadata"]["name"] == "app-with-deconv"]
+    pod = dep["spec"]["template"]["spec"]
+    assert _matches(
+        dep["spec"]["selector"]["matchLabels"], dep["spec"]["template"]["metadata"]["labels"]
+    )
+    (volume,) = [
+        v["name"] for v in pod["volumes"] if v.get("emptyDir", {}).get("medium") == "Memory"
+    ]
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert set(containers) == {"app", "deconv"}
+    mounts = {
+        n: {m["name"]: m["mountPath"] for m in c["volumeMounts"]} for n, c in containers.items()
+    }
+    assert mounts["app"][volume] == mounts["deconv"][volume]
+    env = {e["name"]: e.get("value") for e in containers["deconv"]["env"]}
+    assert env[ENV_VARS["shared_memory_dir"]] == mounts["deconv"][volume]
+    uid, _, _ = _dockerfile_instruction("USER").partition(":")
+    assert str(pod["securityContext"]["runAsUser"]) == uid  # both containers: one file owner
+
+
 # ---------------------------------------------------------------- compose
 
 

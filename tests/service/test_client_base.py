@@ -202,6 +202,13 @@ class Calls:
         self.streamed: list[Any] = []
 
 
+def _payload(message: bytes) -> bytes:
+    """The data of a pre-framed chunk message, checked against protobuf's reading of it."""
+    parsed = pb.TransposedConvRequestChunk.FromString(message)
+    assert parsed.WhichOneof("part") == "data"
+    return parsed.data
+
+
 def _fake_sync(client: Client, unary_error: Exception | None) -> Calls:
     calls = Calls()
 
@@ -220,7 +227,8 @@ def _fake_sync(client: Client, unary_error: Exception | None) -> Calls:
         calls.log.append(("Check", metadata))
         return b"\x08\x01"  # SERVING
 
-    client._stub = type("Stub", (), {"TransposedConv": unary, "TransposedConvChunked": chunked})
+    client._stub = type("Stub", (), {"TransposedConv": unary})
+    client._chunked_calls = {"conv_transpose": chunked}
     client._health_check = health
     return calls
 
@@ -233,7 +241,9 @@ def test_sync_client_repeats_chunked_when_the_server_asks() -> None:
         assert calls.log == [("TransposedConv", auth), ("TransposedConvChunked", auth)]
         first = calls.streamed[0]
         assert list(first.request.input.shape) == list(X.shape) and not first.request.input.data
-        assert b"".join(m.data for m in calls.streamed[1:]) == X.tobytes() + W.tobytes()
+        # the small weight rides in the first message; the input follows, pre-framed
+        assert first.request.weight.data == W.tobytes()
+        assert b"".join(_payload(m) for m in calls.streamed[1:]) == X.tobytes()
         assert client.health() == "SERVING"
         assert calls.log[-1] == ("Check", None)  # health goes without the token
 
@@ -290,7 +300,8 @@ def _fake_async(client: AsyncClient, unary_error: Exception | None) -> Calls:
         calls.log.append(("TransposedConvChunked", metadata))
         return ChunkedCall(requests)
 
-    client._stub = type("Stub", (), {"TransposedConv": unary, "TransposedConvChunked": chunked})
+    client._stub = type("Stub", (), {"TransposedConv": unary})
+    client._chunked_calls = {"conv_transpose": chunked}
     return calls
 
 

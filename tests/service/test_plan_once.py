@@ -87,10 +87,41 @@ def test_each_rpc_canonicalises_once(stub: pb_grpc.DeconvStub, canonicalisations
 
     del canonicalisations[:]
     chunks = stub.TransposedConvChunked(
-        iter([pb.TransposedConvRequestChunk(request=_transposed())]), timeout=30
+        iter([pb.TransposedConvRequestChunk(request=_transposed(stride=[3]))]), timeout=30
     )
     parts = [c.WhichOneof("part") for c in chunks]
     assert parts[0] == "header" and set(parts[1:]) == {"data"}
+    assert canonicalisations == ["conv_transpose"]
+
+
+def test_a_repeated_geometry_is_not_planned_again(
+    stub: pb_grpc.DeconvStub, canonicalisations: list[str]
+):
+    """The plan cache: same parameters, dtypes and shapes (other bytes) reuse the plan."""
+    first = stub.TransposedConv(_transposed(dilation=[2]), timeout=30)
+    assert canonicalisations == ["conv_transpose"]
+    other = _transposed(dilation=[2])
+    other.input.data = np.full((1, 2, 4, 4), 3, np.float32).tobytes()
+    other.weight_digest = b""  # not part of the plan either
+    del canonicalisations[:]
+    again = stub.TransposedConv(other, timeout=30)
+    chunked = stub.TransposedConvChunked(
+        iter([pb.TransposedConvRequestChunk(request=other)]), timeout=30
+    )
+    parts = [c.WhichOneof("part") for c in chunked]  # the whole stream: the call completes
+    assert parts[0] == "header"
+    assert canonicalisations == []  # both served from the cached plan
+    x = np.full((1, 2, 4, 4), 3, np.float32)
+    w = codec.decode(other.weight)
+    want = deconv_core.conv_transpose(x, w, stride=2, padding=1, output_padding=1, dilation=2)
+    np.testing.assert_array_equal(codec.decode(again.output), want)
+    assert codec.decode(first.output).shape == want.shape
+    # a different shape of the same parameters is a new plan
+    del canonicalisations[:]
+    bigger = _transposed(dilation=[2])
+    bigger.input.shape[:] = [2, 2, 4, 4]
+    bigger.input.data = np.zeros((2, 2, 4, 4), np.float32).tobytes()
+    stub.TransposedConv(bigger, timeout=30)
     assert canonicalisations == ["conv_transpose"]
 
 

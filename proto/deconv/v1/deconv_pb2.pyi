@@ -87,14 +87,26 @@ GRADIENT_WEIGHT: Gradient
 GRADIENT_BIAS: Gradient
 
 class Tensor(_message.Message):
-    __slots__ = ("dtype", "shape", "data")
+    __slots__ = ("dtype", "shape", "data", "shared_memory")
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_FIELD_NUMBER: _ClassVar[int]
     dtype: DType
     shape: _containers.RepeatedScalarFieldContainer[int]
     data: bytes
-    def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+    shared_memory: SharedMemoryRef
+    def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., shared_memory: _Optional[_Union[SharedMemoryRef, _Mapping]] = ...) -> None: ...
+
+class SharedMemoryRef(_message.Message):
+    __slots__ = ("region", "offset", "byte_size")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    BYTE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    offset: int
+    byte_size: int
+    def __init__(self, region: _Optional[str] = ..., offset: _Optional[int] = ..., byte_size: _Optional[int] = ...) -> None: ...
 
 class ExplicitPadding(_message.Message):
     __slots__ = ("before", "after")
@@ -105,7 +117,7 @@ class ExplicitPadding(_message.Message):
     def __init__(self, before: _Optional[_Iterable[int]] = ..., after: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ConvRequest(_message.Message):
-    __slots__ = ("input", "weight", "bias", "stride", "dilation", "groups", "data_format", "weight_format", "padding_mode", "explicit_padding", "padding_fill", "weight_digest")
+    __slots__ = ("input", "weight", "bias", "stride", "dilation", "groups", "data_format", "weight_format", "padding_mode", "explicit_padding", "padding_fill", "weight_digest", "output_shared_memory")
     INPUT_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     BIAS_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +130,7 @@ class ConvRequest(_message.Message):
     EXPLICIT_PADDING_FIELD_NUMBER: _ClassVar[int]
     PADDING_FILL_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SHARED_MEMORY_FIELD_NUMBER: _ClassVar[int]
     input: Tensor
     weight: Tensor
     bias: Tensor
@@ -130,10 +143,11 @@ class ConvRequest(_message.Message):
     explicit_padding: ExplicitPadding
     padding_fill: PaddingFill
     weight_digest: bytes
-    def __init__(self, input: _Optional[_Union[Tensor, _Mapping]] = ..., weight: _Optional[_Union[Tensor, _Mapping]] = ..., bias: _Optional[_Union[Tensor, _Mapping]] = ..., stride: _Optional[_Iterable[int]] = ..., dilation: _Optional[_Iterable[int]] = ..., groups: _Optional[int] = ..., data_format: _Optional[_Union[DataFormat, str]] = ..., weight_format: _Optional[_Union[WeightFormat, str]] = ..., padding_mode: _Optional[_Union[PaddingMode, str]] = ..., explicit_padding: _Optional[_Union[ExplicitPadding, _Mapping]] = ..., padding_fill: _Optional[_Union[PaddingFill, str]] = ..., weight_digest: _Optional[bytes] = ...) -> None: ...
+    output_shared_memory: SharedMemoryRef
+    def __init__(self, input: _Optional[_Union[Tensor, _Mapping]] = ..., weight: _Optional[_Union[Tensor, _Mapping]] = ..., bias: _Optional[_Union[Tensor, _Mapping]] = ..., stride: _Optional[_Iterable[int]] = ..., dilation: _Optional[_Iterable[int]] = ..., groups: _Optional[int] = ..., data_format: _Optional[_Union[DataFormat, str]] = ..., weight_format: _Optional[_Union[WeightFormat, str]] = ..., padding_mode: _Optional[_Union[PaddingMode, str]] = ..., explicit_padding: _Optional[_Union[ExplicitPadding, _Mapping]] = ..., padding_fill: _Optional[_Union[PaddingFill, str]] = ..., weight_digest: _Optional[bytes] = ..., output_shared_memory: _Optional[_Union[SharedMemoryRef, _Mapping]] = ...) -> None: ...
 
 class TransposedConvRequest(_message.Message):
-    __slots__ = ("input", "weight", "bias", "stride", "dilation", "groups", "data_format", "weight_format", "padding_mode", "explicit_padding", "output_padding", "output_shape", "convention", "weight_digest")
+    __slots__ = ("input", "weight", "bias", "stride", "dilation", "groups", "data_format", "weight_format", "padding_mode", "explicit_padding", "output_padding", "output_shape", "convention", "weight_digest", "output_shared_memory")
     INPUT_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     BIAS_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +162,7 @@ class TransposedConvRequest(_message.Message):
     OUTPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     CONVENTION_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SHARED_MEMORY_FIELD_NUMBER: _ClassVar[int]
     input: Tensor
     weight: Tensor
     bias: Tensor
@@ -162,7 +177,8 @@ class TransposedConvRequest(_message.Message):
     output_shape: _containers.RepeatedScalarFieldContainer[int]
     convention: Convention
     weight_digest: bytes
-    def __init__(self, input: _Optional[_Union[Tensor, _Mapping]] = ..., weight: _Optional[_Union[Tensor, _Mapping]] = ..., bias: _Optional[_Union[Tensor, _Mapping]] = ..., stride: _Optional[_Iterable[int]] = ..., dilation: _Optional[_Iterable[int]] = ..., groups: _Optional[int] = ..., data_format: _Optional[_Union[DataFormat, str]] = ..., weight_format: _Optional[_Union[WeightFormat, str]] = ..., padding_mode: _Optional[_Union[PaddingMode, str]] = ..., explicit_padding: _Optional[_Union[ExplicitPadding, _Mapping]] = ..., output_padding: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., convention: _Optional[_Union[Convention, str]] = ..., weight_digest: _Optional[bytes] = ...) -> None: ...
+    output_shared_memory: SharedMemoryRef
+    def __init__(self, input: _Optional[_Union[Tensor, _Mapping]] = ..., weight: _Optional[_Union[Tensor, _Mapping]] = ..., bias: _Optional[_Union[Tensor, _Mapping]] = ..., stride: _Optional[_Iterable[int]] = ..., dilation: _Optional[_Iterable[int]] = ..., groups: _Optional[int] = ..., data_format: _Optional[_Union[DataFormat, str]] = ..., weight_format: _Optional[_Union[WeightFormat, str]] = ..., padding_mode: _Optional[_Union[PaddingMode, str]] = ..., explicit_padding: _Optional[_Union[ExplicitPadding, _Mapping]] = ..., output_padding: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., convention: _Optional[_Union[Convention, str]] = ..., weight_digest: _Optional[bytes] = ..., output_shared_memory: _Optional[_Union[SharedMemoryRef, _Mapping]] = ...) -> None: ...
 
 class ConvResponse(_message.Message):
     __slots__ = ("output",)
@@ -175,7 +191,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_tensor_elements", "max_output_elements", "workers", "max_flops_per_request", "max_inflight_bytes", "max_workspace_bytes", "weight_cache_bytes")
+    __slots__ = ("max_message_bytes", "max_tensor_elements", "max_output_elements", "workers", "max_flops_per_request", "max_inflight_bytes", "max_workspace_bytes", "weight_cache_bytes", "max_shared_memory_regions", "max_shared_memory_regions_per_owner", "shared_memory_lease_seconds")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_TENSOR_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
     MAX_OUTPUT_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +200,9 @@ class Limits(_message.Message):
     MAX_INFLIGHT_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_WORKSPACE_BYTES_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_SHARED_MEMORY_REGIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SHARED_MEMORY_REGIONS_PER_OWNER_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_tensor_elements: int
     max_output_elements: int
@@ -192,10 +211,13 @@ class Limits(_message.Message):
     max_inflight_bytes: int
     max_workspace_bytes: int
     weight_cache_bytes: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_tensor_elements: _Optional[int] = ..., max_output_elements: _Optional[int] = ..., workers: _Optional[int] = ..., max_flops_per_request: _Optional[int] = ..., max_inflight_bytes: _Optional[int] = ..., max_workspace_bytes: _Optional[int] = ..., weight_cache_bytes: _Optional[int] = ...) -> None: ...
+    max_shared_memory_regions: int
+    max_shared_memory_regions_per_owner: int
+    shared_memory_lease_seconds: float
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_tensor_elements: _Optional[int] = ..., max_output_elements: _Optional[int] = ..., workers: _Optional[int] = ..., max_flops_per_request: _Optional[int] = ..., max_inflight_bytes: _Optional[int] = ..., max_workspace_bytes: _Optional[int] = ..., weight_cache_bytes: _Optional[int] = ..., max_shared_memory_regions: _Optional[int] = ..., max_shared_memory_regions_per_owner: _Optional[int] = ..., shared_memory_lease_seconds: _Optional[float] = ...) -> None: ...
 
 class GetServerInfoResponse(_message.Message):
-    __slots__ = ("version", "dtypes", "ranks", "limits", "numba_version", "threading_layer", "threads", "runtime", "instance_id", "requests_served", "requests_failed", "warm")
+    __slots__ = ("version", "dtypes", "ranks", "limits", "numba_version", "threading_layer", "threads", "runtime", "instance_id", "requests_served", "requests_failed", "warm", "shared_memory_regions")
     class RuntimeEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +237,7 @@ class GetServerInfoResponse(_message.Message):
     REQUESTS_SERVED_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FAILED_FIELD_NUMBER: _ClassVar[int]
     WARM_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_REGIONS_FIELD_NUMBER: _ClassVar[int]
     version: str
     dtypes: _containers.RepeatedScalarFieldContainer[DType]
     ranks: _containers.RepeatedScalarFieldContainer[int]
@@ -227,7 +250,8 @@ class GetServerInfoResponse(_message.Message):
     requests_served: int
     requests_failed: int
     warm: bool
-    def __init__(self, version: _Optional[str] = ..., dtypes: _Optional[_Iterable[_Union[DType, str]]] = ..., ranks: _Optional[_Iterable[int]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., numba_version: _Optional[str] = ..., threading_layer: _Optional[str] = ..., threads: _Optional[int] = ..., runtime: _Optional[_Mapping[str, str]] = ..., instance_id: _Optional[str] = ..., requests_served: _Optional[int] = ..., requests_failed: _Optional[int] = ..., warm: _Optional[bool] = ...) -> None: ...
+    shared_memory_regions: int
+    def __init__(self, version: _Optional[str] = ..., dtypes: _Optional[_Iterable[_Union[DType, str]]] = ..., ranks: _Optional[_Iterable[int]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., numba_version: _Optional[str] = ..., threading_layer: _Optional[str] = ..., threads: _Optional[int] = ..., runtime: _Optional[_Mapping[str, str]] = ..., instance_id: _Optional[str] = ..., requests_served: _Optional[int] = ..., requests_failed: _Optional[int] = ..., warm: _Optional[bool] = ..., shared_memory_regions: _Optional[int] = ...) -> None: ...
 
 class ConvRequestChunk(_message.Message):
     __slots__ = ("request", "data", "response_chunk_bytes", "weight_pending")
@@ -338,3 +362,59 @@ class DeconvolveProgress(_message.Message):
     iteration: int
     residual_norm: float
     def __init__(self, iteration: _Optional[int] = ..., residual_norm: _Optional[float] = ...) -> None: ...
+
+class RegisterSharedMemoryRequest(_message.Message):
+    __slots__ = ("name", "key", "offset", "byte_size")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    BYTE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    key: str
+    offset: int
+    byte_size: int
+    def __init__(self, name: _Optional[str] = ..., key: _Optional[str] = ..., offset: _Optional[int] = ..., byte_size: _Optional[int] = ...) -> None: ...
+
+class SharedMemoryRegion(_message.Message):
+    __slots__ = ("name", "key", "offset", "byte_size", "writable", "lease_seconds", "expires_in_seconds")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    BYTE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    WRITABLE_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    key: str
+    offset: int
+    byte_size: int
+    writable: bool
+    lease_seconds: float
+    expires_in_seconds: float
+    def __init__(self, name: _Optional[str] = ..., key: _Optional[str] = ..., offset: _Optional[int] = ..., byte_size: _Optional[int] = ..., writable: _Optional[bool] = ..., lease_seconds: _Optional[float] = ..., expires_in_seconds: _Optional[float] = ...) -> None: ...
+
+class UnregisterSharedMemoryRequest(_message.Message):
+    __slots__ = ("name", "all")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    all: bool
+    def __init__(self, name: _Optional[str] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class UnregisterSharedMemoryResponse(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SharedMemoryStatusRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class SharedMemoryStatusResponse(_message.Message):
+    __slots__ = ("regions",)
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    regions: _containers.RepeatedCompositeFieldContainer[SharedMemoryRegion]
+    def __init__(self, regions: _Optional[_Iterable[_Union[SharedMemoryRegion, _Mapping]]] = ...) -> None: ...

@@ -79,6 +79,21 @@ class DeconvStub:
                 request_serializer=deconv_dot_v1_dot_deconv__pb2.DeconvolveRequest.SerializeToString,
                 response_deserializer=deconv_dot_v1_dot_deconv__pb2.DeconvolveUpdate.FromString,
                 _registered_method=True)
+        self.RegisterSharedMemory = channel.unary_unary(
+                '/deconv.v1.Deconv/RegisterSharedMemory',
+                request_serializer=deconv_dot_v1_dot_deconv__pb2.RegisterSharedMemoryRequest.SerializeToString,
+                response_deserializer=deconv_dot_v1_dot_deconv__pb2.SharedMemoryRegion.FromString,
+                _registered_method=True)
+        self.UnregisterSharedMemory = channel.unary_unary(
+                '/deconv.v1.Deconv/UnregisterSharedMemory',
+                request_serializer=deconv_dot_v1_dot_deconv__pb2.UnregisterSharedMemoryRequest.SerializeToString,
+                response_deserializer=deconv_dot_v1_dot_deconv__pb2.UnregisterSharedMemoryResponse.FromString,
+                _registered_method=True)
+        self.SharedMemoryStatus = channel.unary_unary(
+                '/deconv.v1.Deconv/SharedMemoryStatus',
+                request_serializer=deconv_dot_v1_dot_deconv__pb2.SharedMemoryStatusRequest.SerializeToString,
+                response_deserializer=deconv_dot_v1_dot_deconv__pb2.SharedMemoryStatusResponse.FromString,
+                _registered_method=True)
 
 
 class DeconvServicer:
@@ -151,6 +166,28 @@ class DeconvServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterSharedMemory(self, request, context):
+        """Register (or replace) a named window of a file in the server's shared-memory directory
+        (see SHARED MEMORY).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnregisterSharedMemory(self, request, context):
+        """Drop one region of the caller, or all of them; the file stays.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SharedMemoryStatus(self, request, context):
+        """The caller's regions (or one of them) as the server holds them now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeconvServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -198,6 +235,21 @@ def add_DeconvServicer_to_server(servicer, server):
                     servicer.DeconvolveStream,
                     request_deserializer=deconv_dot_v1_dot_deconv__pb2.DeconvolveRequest.FromString,
                     response_serializer=deconv_dot_v1_dot_deconv__pb2.DeconvolveUpdate.SerializeToString,
+            ),
+            'RegisterSharedMemory': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterSharedMemory,
+                    request_deserializer=deconv_dot_v1_dot_deconv__pb2.RegisterSharedMemoryRequest.FromString,
+                    response_serializer=deconv_dot_v1_dot_deconv__pb2.SharedMemoryRegion.SerializeToString,
+            ),
+            'UnregisterSharedMemory': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnregisterSharedMemory,
+                    request_deserializer=deconv_dot_v1_dot_deconv__pb2.UnregisterSharedMemoryRequest.FromString,
+                    response_serializer=deconv_dot_v1_dot_deconv__pb2.UnregisterSharedMemoryResponse.SerializeToString,
+            ),
+            'SharedMemoryStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.SharedMemoryStatus,
+                    request_deserializer=deconv_dot_v1_dot_deconv__pb2.SharedMemoryStatusRequest.FromString,
+                    response_serializer=deconv_dot_v1_dot_deconv__pb2.SharedMemoryStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -443,6 +495,87 @@ class Deconv:
             '/deconv.v1.Deconv/DeconvolveStream',
             deconv_dot_v1_dot_deconv__pb2.DeconvolveRequest.SerializeToString,
             deconv_dot_v1_dot_deconv__pb2.DeconvolveUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterSharedMemory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deconv.v1.Deconv/RegisterSharedMemory',
+            deconv_dot_v1_dot_deconv__pb2.RegisterSharedMemoryRequest.SerializeToString,
+            deconv_dot_v1_dot_deconv__pb2.SharedMemoryRegion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnregisterSharedMemory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deconv.v1.Deconv/UnregisterSharedMemory',
+            deconv_dot_v1_dot_deconv__pb2.UnregisterSharedMemoryRequest.SerializeToString,
+            deconv_dot_v1_dot_deconv__pb2.UnregisterSharedMemoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SharedMemoryStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deconv.v1.Deconv/SharedMemoryStatus',
+            deconv_dot_v1_dot_deconv__pb2.SharedMemoryStatusRequest.SerializeToString,
+            deconv_dot_v1_dot_deconv__pb2.SharedMemoryStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
