@@ -23,9 +23,11 @@ MIB = 1 << 20
 
 @pytest.fixture
 def pipelined(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Ops of the calls the (in-process) server ran through the pipeline."""
+    """Ops of the calls the (in-process) server ran through the pipeline (forced for every call
+    that can take it: any compute counts as shorter than its transfer)."""
     seen: list[str] = []
     original = pipeline.run_pipelined
+    monkeypatch.setattr(pipeline, "TRANSFER_BYTES_PER_SECOND", 1)
 
     async def counting(plan: Any, *args: Any, **kwargs: Any) -> None:
         seen.append(plan.op)
@@ -164,3 +166,17 @@ def test_a_caller_that_leaves_mid_upload_frees_everything(
         call.cancel()
     assert _settled(server)
     assert pipelined == ["conv"]
+
+
+def test_only_calls_whose_time_goes_to_the_wire_are_pipelined() -> None:
+    from deconv_server.config import ServerConfig
+    from deconv_server.convert import plan_request
+
+    def plan(xs: tuple[int, ...], ws: tuple[int, ...]) -> Any:
+        request = pb.ConvRequest(input=pb.Tensor(dtype=pb.DTYPE_FLOAT32, shape=xs))
+        request.weight.CopyFrom(codec.encode(np.ones(ws, np.float32)))
+        return plan_request("conv", request, ServerConfig(), chunked=True)
+
+    assert pipeline.applies(plan((64, 1, 262144), (1, 1, 1)))  # a copy of 64 MiB: the wire
+    assert not pipeline.applies(plan((8, 64, 56, 56), (64, 64, 3, 3)))  # compute-bound
+    assert not pipeline.applies(plan((1, 1, 262144), (1, 1, 1)))  # one image: nothing to overlap
