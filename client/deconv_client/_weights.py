@@ -8,7 +8,9 @@ the call again with the bytes; ``deconv-weight-cache: off`` (a server without a 
 client stop naming weights. Weights under :data:`MIN_DIGEST_BYTES` always travel as bytes: their
 hash and a possible second round trip would cost more than they do. The digest is computed on
 every call (SHA-256, about 1 ms per 2 MiB), never trusted from an earlier call, so a weight
-changed in place is never confused with its old value.
+changed in place is never confused with its old value, with one exception that cannot change:
+a weight whose memory belongs to a ``bytes`` object (:func:`frozen_array`; the layers of
+:mod:`deconv_client.layers` hold theirs that way) is hashed once and remembered by that object.
 """
 
 from __future__ import annotations
@@ -17,18 +19,52 @@ import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import Any
 
+import numpy as np
 from deconv.wire import WEIGHT_CACHE_KEY, WEIGHT_CACHE_MISS, WEIGHT_CACHE_OFF, weight_digest
 
 from deconv_client._requests import Prepared
 from deconv_client.errors import DeconvClientError
 
-__all__ = ["MIN_DIGEST_BYTES", "WeightMemo", "weight_missed"]
+__all__ = ["MIN_DIGEST_BYTES", "WeightMemo", "frozen_array", "weight_missed"]
 
 #: Smallest weight (in bytes) named by digest.
 MIN_DIGEST_BYTES = 64 * 1024
 #: Digests remembered as held by the server, most recent last.
 _REMEMBERED = 4096
+#: Weights over immutable memory whose digest is remembered (each entry keeps its bytes alive).
+_FROZEN = 64
+
+
+def frozen_array(value: Any) -> np.ndarray:
+    """A read-only copy of ``value`` whose memory is a ``bytes`` object, so it can never change.
+
+    The client hashes such a weight once and names it by that digest on every later call.
+
+    Parameters
+    ----------
+    value : array-like
+
+    Returns
+    -------
+    ndarray
+        C-contiguous, same dtype and shape, not writeable.
+    """
+    arr = np.ascontiguousarray(value)
+    return np.frombuffer(arr.tobytes(), dtype=arr.dtype).reshape(arr.shape)
+
+
+def _frozen_key(arr: np.ndarray, dtype: int) -> tuple[Any, ...] | None:
+    """``(owner, id(owner), address, dtype, shape, strides)`` when ``arr``'s memory belongs to a
+    ``bytes`` object (through any chain of views), else None."""
+    owner: Any = arr
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
+    if not isinstance(owner, bytes):
+        return None
+    address = arr.__array_interface__["data"][0]
+    return (owner, id(owner), address, dtype, arr.dtype.str, arr.shape, arr.strides)
 
 
 class WeightMemo:
@@ -43,6 +79,7 @@ class WeightMemo:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self._sent: OrderedDict[bytes, None] = OrderedDict()
+        self._frozen: OrderedDict[tuple[Any, ...], tuple[bytes, bytes]] = OrderedDict()
         self._lock = threading.Lock()
 
     def attach(self, prepared: Prepared) -> Prepared:
@@ -61,7 +98,12 @@ class WeightMemo:
         if not self.enabled or weight.nbytes < MIN_DIGEST_BYTES:
             return prepared
         tensor = prepared.request.weight
-        digest = weight_digest(tensor.dtype, tuple(tensor.shape), weight)
+        frozen = _frozen_key(weight, tensor.dtype)
+        digest = None if frozen is None else self._frozen_digest(frozen)
+        if digest is None:
+            digest = weight_digest(tensor.dtype, tuple(tensor.shape), weight)
+            if frozen is not None:
+                self._remember_frozen(frozen, digest)
         with self._lock:
             known = digest in self._sent
             self._sent[digest] = None
@@ -69,6 +111,20 @@ class WeightMemo:
             while len(self._sent) > _REMEMBERED:
                 self._sent.popitem(last=False)
         return prepared.with_digest(digest, by_reference=known)
+
+    def _frozen_digest(self, key: tuple[Any, ...]) -> bytes | None:
+        with self._lock:
+            entry = self._frozen.get(key[1:])
+            if entry is None or entry[0] is not key[0]:
+                return None
+            self._frozen.move_to_end(key[1:])
+            return entry[1]
+
+    def _remember_frozen(self, key: tuple[Any, ...], digest: bytes) -> None:
+        with self._lock:  # the entry keeps its bytes alive, so the id in the key stays theirs
+            self._frozen[key[1:]] = (key[0], digest)
+            while len(self._frozen) > _FROZEN:
+                self._frozen.popitem(last=False)
 
     def missed(self, digest: bytes, value: str) -> None:
         """The server does not hold ``digest`` (``value`` "miss"), or keeps no weights ("off")."""

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from deconv_client._weights import frozen_array
 from deconv_client.errors import InvalidArgumentError
 
 __all__ = ["Layer", "from_keras", "from_onnx", "from_torch"]
@@ -33,7 +34,8 @@ class Layer:
     ----------
     op : {"conv", "conv_transpose"}
     weight : ndarray
-        In the layout ``params["weight_format"]`` names.
+        In the layout ``params["weight_format"]`` names; a read-only copy over immutable memory,
+        so a client hashes it for the weight cache once, not on every call.
     bias : ndarray or None
     params : dict
         Keyword arguments of ``conv`` / ``conv_transpose`` (stride, padding, ...).
@@ -50,6 +52,12 @@ class Layer:
     params: dict[str, Any]
     source: str
     output_shape_for: Callable[[list[int]], list[int]] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # Immutable copies: the client hashes a layer's weight once, not on every call.
+        object.__setattr__(self, "weight", frozen_array(self.weight))
+        if self.bias is not None:
+            object.__setattr__(self, "bias", frozen_array(self.bias))
 
     def call_params(self, input_shape: Sequence[int]) -> dict[str, Any]:
         """The keyword arguments for an input of ``input_shape`` (sizes filled in if needed)."""

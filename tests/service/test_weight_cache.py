@@ -250,3 +250,35 @@ def test_metrics_export_the_cache_counters() -> None:
     assert "deconv_weight_cache_misses_total 2.0" in text
     assert "deconv_weight_bytes_received_total 4096.0" in text
     assert "deconv_weight_cache_bytes 0.0" in text
+
+
+def test_a_frozen_weight_is_hashed_once(server: ServerHandle, monkeypatch: pytest.MonkeyPatch):
+    """Weights over immutable memory (layers hold theirs so) are hashed on the first call only;
+    an ordinary array is hashed on every call, so changing it in place is never missed."""
+    import deconv_client._weights as memo_module
+    from deconv_client.layers import Layer
+
+    hashed: list[int] = []
+    real = memo_module.weight_digest
+
+    def counting(*args: object) -> bytes:
+        hashed.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(memo_module, "weight_digest", counting)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 64, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((64, 32, 3, 3)).astype(np.float32)  # 72 KiB: named by digest
+    layer = Layer("conv_transpose", w, None, {"stride": 2}, "test")
+    assert not layer.weight.flags.writeable
+    with Client(server.target, timeout=30) as client:
+        want = core("conv_transpose", x, w, stride=2)
+        for _ in range(3):
+            np.testing.assert_array_equal(layer(client, x), want)
+        assert len(hashed) == 1
+        plain = w.copy()
+        client.conv_transpose(x, plain, stride=2)
+        plain[0, 0, 0, 0] += 1  # changed in place: a new digest, the new bytes sent
+        got = client.conv_transpose(x, plain, stride=2)
+        np.testing.assert_array_equal(got, core("conv_transpose", x, plain, stride=2))
+        assert len(hashed) == 3
