@@ -36,6 +36,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 
+import numba
 import numpy as np
 
 from deconv_core import _kernels, _phase, _phase_conv, _threads, _winograd
@@ -63,6 +64,8 @@ COLS_BUDGET_BYTES = 48 * 1024 * 1024
 #: split into parts (the server's time slices, a client's parts on several replicas) computes
 #: exactly what the whole batch does.
 SMALL_MACS = 1 << 20
+#: Shortest piece of an output row a job of the row-split direct conv computes.
+DIRECT_MIN_CHUNK = 1024
 #: Transposed convs whose 2-D kernel window is at least this long and wide (FCN-style
 #: upsampling) add whole kernel rows at a time; 1-D long kernels measured faster through GEMM.
 PATCH_MIN_KERNEL_WIDTH = 8
@@ -180,6 +183,16 @@ def workspace_bytes(route: str, geom: Geometry, itemsize: int, threads: int) -> 
 
 def _direct(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
     y = np.empty((geom.batch, geom.c_out, *geom.out_size), dtype=x.dtype)
+    threads = numba.get_num_threads()
+    if geom.op == "conv" and geom.batch * geom.c_out < threads:
+        # Fewer output planes than threads (a mono signal or image): split the rows instead.
+        rows = geom.batch * geom.c_out * geom.out_size[0] * geom.out_size[1]
+        pieces = -(-4 * threads // rows)
+        chunk = max(DIRECT_MIN_CHUNK, -(-geom.out_size[2] // pieces))
+        _kernels.conv_direct_rows(
+            x, w, bias, y, geom.groups, geom.stride, geom.dilation, geom.offset, chunk
+        )
+        return y
     kernel = _kernels.conv_direct if geom.op == "conv" else _kernels.transpose_direct
     kernel(x, w, bias, y, geom.groups, geom.stride, geom.dilation, geom.offset)
     return y

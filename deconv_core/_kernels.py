@@ -120,6 +120,61 @@ def conv_direct(x, w, bias, y, groups, stride, dilation, offset):  # pragma: no 
                                         row[o2] += wv * srow[o2 * s2 + base2]
 
 
+@numba.njit(**_JIT)
+def conv_direct_rows(x, w, bias, y, groups, stride, dilation, offset, chunk):  # pragma: no cover
+    """:func:`conv_direct` split over output row pieces instead of (image, channel) planes.
+
+    For calls with fewer planes than threads (one image, one or two channels: a 1-D signal, a
+    mono image): every job is one output row ``y[b, co, o0, o1]`` or a ``chunk``-long piece of
+    it, so all threads work. Each element sums its terms in :func:`conv_direct`'s order (bias,
+    then input channels, then taps), so both give the same bits.
+    """
+    B, C_out, O0, O1, O2 = y.shape
+    Cig, K0, K1, K2 = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
+    N0, N1, N2 = x.shape[2], x.shape[3], x.shape[4]
+    Cog = C_out // groups
+    s0, s1, s2 = stride
+    d0, d1, d2 = dilation
+    f0, f1, f2 = offset
+    pieces = _ceil_div(O2, chunk)
+    for job in numba.prange(B * C_out * O0 * O1 * pieces):
+        piece = job % pieces
+        row = job // pieces
+        o1 = row % O1
+        o0 = (row // O1) % O0
+        co = (row // (O1 * O0)) % C_out
+        b = row // (O1 * O0 * C_out)
+        g = co // Cog
+        a = piece * chunk
+        e = min(O2, a + chunk)
+        out = y[b, co, o0, o1]
+        bv = bias[co]
+        for o2 in range(a, e):
+            out[o2] = bv
+        for c in range(Cig):
+            src = x[b, g * Cig + c]
+            for t0 in range(K0):
+                i0 = o0 * s0 + t0 * d0 - f0
+                if i0 < 0 or i0 >= N0:
+                    continue
+                for t1 in range(K1):
+                    i1 = o1 * s1 + t1 * d1 - f1
+                    if i1 < 0 or i1 >= N1:
+                        continue
+                    srow = src[i0, i1]
+                    for t2 in range(K2):
+                        lo2, hi2 = _range(O2, N2, s2, t2 * d2, f2)
+                        lo2, hi2 = max(lo2, a), min(hi2, e)
+                        wv = w[co, c, t0, t1, t2]
+                        base2 = t2 * d2 - f2
+                        if s2 == 1:
+                            for o2 in range(lo2, hi2):
+                                out[o2] += wv * srow[o2 + base2]
+                        else:
+                            for o2 in range(lo2, hi2):
+                                out[o2] += wv * srow[o2 * s2 + base2]
+
+
 @numba.njit(cache=True)
 def plane_layout(N, O, K, s, d, f):  # pragma: no cover - compiled
     """Phase-plane geometry of one axis of :func:`transpose_direct`.

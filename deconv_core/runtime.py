@@ -41,6 +41,9 @@ def warmup() -> float:
             for route in _engine.ROUTES[plan.op]:
                 if _engine.route_applies(route, plan.geometry):
                     execute(plan.with_route(route), x, w, b)
+        # One output plane: the direct conv splits its rows (when there are several threads).
+        mono = plan_conv((1, 1, 3, 3), (1, 1, 2, 2), (1,), dtype=dtype)
+        execute(mono.with_route("direct"), x[:, :1], w[:1, :1], b[:1])
         # Winograd needs a 3x3 kernel and 4 channels per group (float64 runs its exact fallback).
         xw, ww, bw = np.ones((1, 4, 4, 4), dtype), np.ones((4, 4, 3, 3), dtype), np.zeros(4, dtype)
         winograd = plan_conv(xw.shape, ww.shape, bw.shape, dtype=dtype, padding=1)
