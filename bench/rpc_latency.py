@@ -89,7 +89,8 @@ async def _echo_server() -> None:
     await server.wait_for_termination()
 
 
-def _start(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+def start_process(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    """Start ``cmd`` (a server printing "listening on <target>" first) and return its target."""
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
     )
@@ -138,9 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     procs = []
     try:
-        server, target = _start([sys.executable, "-m", "deconv_server", "--port", "0"], env)
+        server, target = start_process([sys.executable, "-m", "deconv_server", "--port", "0"], env)
         procs.append(server)
-        echo, echo_target = _start(
+        echo, echo_target = start_process(
             [sys.executable, "-m", "bench.rpc_latency", "--echo-server"], env
         )
         procs.append(echo)

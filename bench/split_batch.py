@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import numpy as np
 from deconv_client import Client
 
 from bench.cases import CASES, make_inputs
+from bench.rpc_latency import start_process
 
 __all__ = ["main", "measure"]
 
@@ -38,15 +38,7 @@ def _start(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     """A server subprocess on a free port and its target."""
     cmd = [sys.executable, "-m", "deconv_server", "--host", "127.0.0.1", "--port", "0",
            "--log-level", "WARNING"]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
-    )
-    assert proc.stdout is not None
-    found = re.search(r"listening on (\S+)", proc.stdout.readline())
-    if not found:
-        proc.kill()
-        raise RuntimeError(f"{cmd} did not start")
-    return proc, found.group(1)
+    return start_process(cmd, env)
 
 
 def _times(fn: Callable[[], np.ndarray], calls: int) -> tuple[list[float], np.ndarray]:

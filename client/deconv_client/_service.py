@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from deconv import frames
 from deconv.v1 import deconv_pb2 as pb
 
 from deconv_client.errors import DeadlineExceededError
@@ -94,22 +95,10 @@ HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check"
 _HEALTH_NAMES = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def encode_health(service: str) -> bytes:
     """Serialized ``grpc.health.v1.HealthCheckRequest``."""
     raw = service.encode()
-    return b"\x0a" + _varint(len(raw)) + raw if raw else b""
+    return b"\x0a" + frames.varint(len(raw)) + raw if raw else b""
 
 
 def decode_health(data: bytes) -> str:

@@ -26,6 +26,7 @@ __all__ = [
     "chunk_serializer",
     "encode_data",
     "parse_data",
+    "varint",
 ]
 
 #: Field 2 with wire type 2 (length-delimited): the ``data`` member of every chunk message.
@@ -34,7 +35,8 @@ DATA_TAG = 0x12
 _MAX_VARINT_BYTES = 10
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """``n`` (>= 0) as a protobuf base-128 varint."""
     out = bytearray()
     while True:
         byte = n & 0x7F
@@ -60,7 +62,7 @@ def encode_data(payload: memoryview | bytes) -> bytes:
         Exactly what ``SerializeToString()`` of ``Chunk(data=payload)`` gives.
     """
     view = memoryview(payload).cast("B") if not isinstance(payload, bytes) else payload
-    return b"".join((bytes((DATA_TAG,)), _varint(len(view)), view))
+    return b"".join((bytes((DATA_TAG,)), varint(len(view)), view))
 
 
 def parse_data(raw: bytes | memoryview) -> memoryview | None:
@@ -112,7 +114,7 @@ class DataFrame:
 
     def ByteSize(self) -> int:  # noqa: N802 - protobuf's name
         """Size on the wire, as protobuf would report it."""
-        return 1 + len(_varint(len(self.data))) + len(self.data)
+        return 1 + len(varint(len(self.data))) + len(self.data)
 
 
 def chunk_serializer(message_type: Any) -> Callable[[Any], bytes]:

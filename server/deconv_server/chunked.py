@@ -29,7 +29,9 @@ from deconv_server.messages import read_message
 
 __all__ = [
     "MIN_RESPONSE_CHUNK_BYTES",
+    "caller_left",
     "clamp_chunk_bytes",
+    "next_data",
     "output_chunks",
     "receive_chunked",
     "upload_time_bound",
@@ -155,19 +157,12 @@ async def receive_chunked(
     asked = int(first.response_chunk_bytes)
     buffers = _Buffers(plan)
     try:
-        while True:
-            message = await read_message(context, op, config.message_timeout_s)
-            if message is grpc.aio.EOF:
-                break
-            message = require_parsed(op, message)
-            if message.WhichOneof("part") != "data":
-                raise RequestError(f"{op}: only data messages may follow the first message")
-            data = memoryview(message.data)
+        while (data := await next_data(op, context, config)) is not None:
             reserve(op, len(data))
             buffers.add(op, data)
-            del message, data
+            del data
         if buffers.received != buffers.total:
-            if await _caller_left(context):  # the stream ended because its caller left
+            if await caller_left(context):  # the stream ended because its caller left
                 raise asyncio.CancelledError
             raise RequestError(
                 f"{op}: the stream ended after {buffers.received} of the {buffers.total} bytes "
@@ -202,7 +197,28 @@ async def upload_time_bound(op: str, config: ServerConfig) -> AsyncIterator[None
         ) from None
 
 
-async def _caller_left(context: grpc.aio.ServicerContext, wait: float = 0.1) -> bool:
+async def next_data(
+    op: str, context: grpc.aio.ServicerContext, config: ServerConfig
+) -> memoryview | None:
+    """The payload of a chunked call's next data message, or None at the end of the stream.
+
+    Raises
+    ------
+    RequestError
+        The message does not parse, or is not a data message.
+    deconv_server.errors.RequestTimeoutError
+        No message within ``config.message_timeout_s``.
+    """
+    message = await read_message(context, op, config.message_timeout_s)
+    if message is grpc.aio.EOF:
+        return None
+    message = require_parsed(op, message)
+    if message.WhichOneof("part") != "data":
+        raise RequestError(f"{op}: only data messages may follow the first message")
+    return memoryview(message.data)
+
+
+async def caller_left(context: grpc.aio.ServicerContext, wait: float = 0.1) -> bool:
     """Whether the call was cancelled, polling up to ``wait`` seconds (a cancel's stream end may
     arrive before the cancel itself)."""
     end = asyncio.get_running_loop().time() + wait

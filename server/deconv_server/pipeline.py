@@ -28,11 +28,11 @@ from deconv import codec, frames
 from deconv.v1 import deconv_pb2 as pb
 
 from deconv_server import compute
-from deconv_server.chunked import clamp_chunk_bytes, upload_time_bound
+from deconv_server.chunked import caller_left, clamp_chunk_bytes, next_data, upload_time_bound
 from deconv_server.config import ServerConfig
-from deconv_server.convert import RequestPlan, require_parsed
+from deconv_server.convert import RequestPlan
 from deconv_server.errors import RequestError
-from deconv_server.messages import read_message, write_message
+from deconv_server.messages import write_message
 
 __all__ = ["GROUP_BYTES", "TRANSFER_BYTES_PER_SECOND", "applies", "run_pipelined"]
 
@@ -188,14 +188,7 @@ async def run_pipelined(
     writer: asyncio.Future[None] | None = None
     try:
         async with upload_time_bound(op, config):
-            while True:
-                message = await read_message(context, op, config.message_timeout_s)
-                if message is grpc.aio.EOF:
-                    break
-                message = require_parsed(op, message)
-                if message.WhichOneof("part") != "data":
-                    raise RequestError(f"{op}: only data messages may follow the first message")
-                data = memoryview(message.data)
+            while (data := await next_data(op, context, config)) is not None:
                 if groups.received + len(data) > total:
                     raise RequestError(
                         f"{op}: the stream carries more than the {total} bytes its pending "
@@ -209,10 +202,12 @@ async def run_pipelined(
                     job = compute.Job(compute.slice_plan(plan.core, b1 - b0), (x, weight, b))
                     results.append(asyncio.ensure_future(submit(job)))
                     ready.set()
-                del message, data
+                del data
                 if writer.done():  # it failed: a result the caller does not take, a job error
                     writer.result()
         if groups.received != total:
+            if await caller_left(context):  # the stream ended because its caller left
+                raise asyncio.CancelledError
             raise RequestError(
                 f"{op}: the stream ended after {groups.received} of the {total} bytes its "
                 f"pending tensors (input) need"
