@@ -20,7 +20,7 @@ deconv_warm                              gauge     1 once the kernels are compil
 deconv_weight_cache_hits_total           counter   weights named by digest and found in the cache
 deconv_weight_cache_misses_total         counter   weights named by digest and not found
 deconv_weight_cache_bytes                gauge     bytes of weights kept by digest
-deconv_weight_bytes_received_total       counter   weight bytes that came over the wire
+deconv_weight_bytes_received_total       counter   weight bytes received (gRPC or shared memory)
 deconv_shared_memory_regions             gauge     shared-memory regions registered now
 deconv_shared_memory_read_bytes_total    counter   tensor bytes read from shared memory
 deconv_shared_memory_written_bytes_total counter   result bytes written to shared memory
@@ -254,7 +254,7 @@ class _WeightCacheCollector:
         )
         yield CounterMetricFamily(
             "deconv_weight_bytes_received",
-            "Weight bytes that came over the wire",
+            "Weight bytes received with calls (gRPC or shared memory; not from the cache)",
             value=c.weight_bytes_received,
         )
 
