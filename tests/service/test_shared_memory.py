@@ -499,3 +499,25 @@ def test_status_of_one_region_and_unknown_names(shm_server: ServerHandle, shm_di
             c._stub.SharedMemoryStatus, pb.SharedMemoryStatusRequest(name="r-one"), lambda r: r
         )
     assert OutOfRangeError  # exported for callers that catch it
+
+
+def test_a_batch_split_over_replicas_on_one_host_uses_shared_memory(
+    shm_server: ServerHandle, shm_dir: Path
+) -> None:
+    """Replicas sharing the directory: each part goes through its replica's own region."""
+    other = extra_server(shared_memory_dir=str(shm_dir))
+    try:
+        rng = np.random.default_rng(11)
+        x = rng.standard_normal((6, 4, 16, 16)).astype(np.float32)
+        w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+        targets = [shm_server.target, other.target]
+        before = [h.servicer.shared_memory.bytes_read for h in (shm_server, other)]
+        files = set(shm_dir.iterdir())
+        with Client(targets, timeout=30, split_batch=True, shared_memory=str(shm_dir)) as c:
+            got = c.conv_transpose(x, w, stride=2)
+        np.testing.assert_array_equal(got, core("conv_transpose", x, w, stride=2))
+        after = [h.servicer.shared_memory.bytes_read for h in (shm_server, other)]
+        assert all(a > b for a, b in zip(after, before, strict=True))  # both read their part
+        assert set(shm_dir.iterdir()) <= files  # close() removed the replicas' arenas
+    finally:
+        other.stop(0).wait(5)
