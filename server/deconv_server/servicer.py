@@ -191,7 +191,7 @@ class DeconvServicer(SharedMemoryRpcs):
                 max_inflight_bytes=cfg.max_inflight_bytes,
                 max_workspace_bytes=cfg.max_workspace_bytes,
                 weight_cache_bytes=cfg.weight_cache_bytes,
-                **_shared_memory_limits(cfg),
+                **_shared_memory_limits(cfg, self.shared_memory.max_regions),
             ),
             numba_version=runtime["numba_version"],
             threading_layer=runtime["threading_layer"],
@@ -377,11 +377,13 @@ class DeconvServicer(SharedMemoryRpcs):
         self._in_flight += 1
 
 
-def _shared_memory_limits(cfg: ServerConfig) -> dict[str, Any]:
+def _shared_memory_limits(cfg: ServerConfig, max_regions: int) -> dict[str, Any]:
+    """The region limits in force (the total may be below the setting: see
+    ``shared_memory_io.region_descriptor_room``)."""
     if cfg.shared_memory_dir is None:
         return {}
     return dict(
-        max_shared_memory_regions=cfg.max_shared_memory_regions,
+        max_shared_memory_regions=max_regions,
         max_shared_memory_regions_per_owner=cfg.max_shared_memory_regions_per_owner,
         shared_memory_lease_seconds=cfg.shared_memory_lease_s,
     )

@@ -48,7 +48,13 @@ from deconv_server.errors import (
     SharedMemoryRangeError,
 )
 from deconv_server.parsing import require_parsed
-from deconv_server.shared_memory_io import Binding, Region, open_file, unlinked
+from deconv_server.shared_memory_io import (
+    Binding,
+    Region,
+    open_file,
+    region_descriptor_room,
+    unlinked,
+)
 from deconv_server.status import status_for, trailers_for
 
 __all__ = [
@@ -103,6 +109,8 @@ class SharedMemoryRegistry:
         self.directory = config.shared_memory_dir
         self.lease = config.shared_memory_lease_s
         self.max_regions = config.max_shared_memory_regions
+        if config.shared_memory_dir is not None:  # each region holds a descriptor open
+            self.max_regions = min(self.max_regions, region_descriptor_room())
         self.max_per_owner = config.max_shared_memory_regions_per_owner
         self.auth = bool(config.auth_token or config.auth_token_file)
         self._regions: dict[str, Region] = {}

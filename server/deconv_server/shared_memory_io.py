@@ -34,7 +34,7 @@ from deconv_server.errors import (
 if TYPE_CHECKING:
     from deconv_server.shared_memory import SharedMemoryRegistry
 
-__all__ = ["Binding", "Region", "open_file", "unlinked"]
+__all__ = ["Binding", "Region", "open_file", "region_descriptor_room", "unlinked"]
 
 #: Reads and writes at least this large run on a worker thread.
 _THREAD_BYTES = 1 << 20
@@ -106,6 +106,34 @@ def open_file(dir_fd: int, what: str, key: str) -> tuple[int, bool]:
         os.close(fd)
         raise SharedMemoryError(f"{what}: {key!r} is not a regular file")
     return fd, writable
+
+
+#: Descriptors kept free for connections, logs and the server's own files.
+_SPARE_DESCRIPTORS = 256
+
+
+def region_descriptor_room() -> int:
+    """How many region descriptors the process can hold: each region keeps its file open.
+
+    Raises the soft ``RLIMIT_NOFILE`` to the hard limit first (a default soft limit of 1024
+    would otherwise let registrations use up the descriptors connections need), then leaves
+    :data:`_SPARE_DESCRIPTORS` of it free.
+    """
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return 1 << 30
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    return max(0, soft - _SPARE_DESCRIPTORS)
 
 
 def unlinked(fd: int) -> bool:

@@ -521,3 +521,19 @@ def test_a_batch_split_over_replicas_on_one_host_uses_shared_memory(
         assert set(shm_dir.iterdir()) <= files  # close() removed the replicas' arenas
     finally:
         other.stop(0).wait(5)
+
+
+def test_regions_never_use_up_the_descriptors_connections_need(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import resource
+
+    from deconv_server import shared_memory_io
+
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 1024))
+    assert shared_memory_io.region_descriptor_room() == 1024 - 256
+    raised: list[tuple[int, int]] = []
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 4096))
+    monkeypatch.setattr(resource, "setrlimit", lambda _, v: raised.append(v))
+    assert shared_memory_io.region_descriptor_room() == 4096 - 256  # soft raised to the hard
+    assert raised == [(4096, 4096)]
