@@ -52,8 +52,10 @@ def applies(plan: RequestPlan) -> bool:
     take longer than computing it (the compute estimate at most the transfer at
     :data:`TRANSFER_BYTES_PER_SECOND`). On a machine whose cores the compute already fills,
     overlapping only helps calls whose time goes to the wire: cutting a compute-heavy batch into
-    groups made it slower (measured: C1 with a batch of 8, 28.6 ms pipelined against 21.9 ms;
-    a 64 MiB batch of 1x1 convs, 143 ms against 151 ms).
+    groups made it slower (measured: C1 with a batch of 8, 28.6 ms pipelined against 21.9 ms).
+    A 64 MiB batch of 1x1 convs, which this rule does pipeline, measured 143 against 151 ms and
+    140 against 135 ms in two runs with client and server on the same two cores: no gain there;
+    the overlap is for callers on other machines, whose CPUs do not compete with the server's.
     """
     if plan.pending() != ["input"] or plan.core.geometry.batch < 2:
         return False
