@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from deconv import codec, frames
+from deconv import codec, frames, wire
 from deconv.v1 import deconv_pb2 as pb
 
 from deconv_client._shapes import result_nbytes
@@ -25,28 +25,11 @@ from deconv_client.errors import DataLossError, InvalidArgumentError
 
 __all__ = ["OutputAssembler", "Prepared", "build_request", "decode_output"]
 
-_DATA_FORMATS = {
-    "channels_first": pb.DATA_FORMAT_CHANNELS_FIRST,
-    "channels_last": pb.DATA_FORMAT_CHANNELS_LAST,
-}
-_WEIGHT_FORMATS = {"torch": pb.WEIGHT_FORMAT_TORCH, "tf": pb.WEIGHT_FORMAT_TF}
-_PADDING_MODES = {
-    "valid": pb.PADDING_MODE_VALID,
-    "same": pb.PADDING_MODE_SAME,
-    "same_lower": pb.PADDING_MODE_SAME_LOWER,
-}
-_PADDING_FILLS = {
-    "zeros": pb.PADDING_FILL_ZEROS,
-    "reflect": pb.PADDING_FILL_REFLECT,
-    "replicate": pb.PADDING_FILL_REPLICATE,
-    "circular": pb.PADDING_FILL_CIRCULAR,
-}
-_CONVENTIONS = {
-    "default": pb.CONVENTION_DEFAULT,
-    "keras": pb.CONVENTION_KERAS,
-    "onnx": pb.CONVENTION_ONNX,
-    "onnxruntime": pb.CONVENTION_ONNXRUNTIME,
-}
+_DATA_FORMATS = wire.enum_values(wire.DATA_FORMAT_NAMES)
+_WEIGHT_FORMATS = wire.enum_values(wire.WEIGHT_FORMAT_NAMES)
+_PADDING_MODES = wire.enum_values(wire.PADDING_MODE_NAMES)
+_PADDING_FILLS = wire.enum_values(wire.PADDING_FILL_NAMES)
+_CONVENTIONS = wire.enum_values(wire.CONVENTION_NAMES)
 
 
 def _is_seq(value: Any) -> bool:

@@ -17,15 +17,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from deconv import windows as _windows
+from deconv import wire
 from deconv.v1 import deconv_pb2 as pb
 
 __all__ = ["result_nbytes", "result_shape", "transpose_windows"]
 
-_MODES = {
-    pb.PADDING_MODE_VALID: "valid",
-    pb.PADDING_MODE_SAME: "same",
-    pb.PADDING_MODE_SAME_LOWER: "same_lower",
-}
 #: Per-axis padding: a mode name, or one (before, after) pair per spatial axis.
 Pads = str | list[tuple[int, int]]
 
@@ -45,7 +41,8 @@ def _pads(request: Any, rank: int) -> Pads | None:
     if which is None or (which == "padding_mode" and not request.padding_mode):
         return [(0, 0)] * rank  # unset, or PADDING_MODE_UNSPECIFIED: zero padding
     if which == "padding_mode":
-        return _MODES.get(request.padding_mode)  # None: a value this client does not know
+        # None: a value this client does not know
+        return wire.PADDING_MODE_NAMES.get(request.padding_mode)
     before = _axes(request.explicit_padding.before, rank, 0)
     after = _axes(request.explicit_padding.after, rank, 0)
     if before is None or after is None:
@@ -61,13 +58,6 @@ def _conv_size(n: int, k: int, s: int, d: int, pads: Pads, axis: int) -> int:
     return padded // s + 1 if padded >= 0 else 0
 
 
-_CONVENTIONS = {
-    pb.CONVENTION_UNSPECIFIED: "default",
-    pb.CONVENTION_DEFAULT: "default",
-    pb.CONVENTION_KERAS: "keras",
-    pb.CONVENTION_ONNX: "onnx",
-    pb.CONVENTION_ONNXRUNTIME: "onnxruntime",
-}
 
 
 def transpose_windows(
@@ -144,7 +134,7 @@ def result_shape(request: Any) -> tuple[int, ...] | None:
         op_pads = _axes(request.output_padding, rank, 0)
         if op_pads is None or (request.output_shape and requested is None):
             return None
-        convention = _CONVENTIONS.get(request.convention, "default")
+        convention = wire.CONVENTION_NAMES.get(request.convention, "default")
         try:
             windows = transpose_windows(axes, pads, op_pads, requested, convention)
         except _windows.WindowError:

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from deconv import wire
 
 from deconv_client import _explain
 from deconv_client.client import Client
@@ -42,9 +43,9 @@ from deconv_client.errors import DeconvClientError, InvalidArgumentError
 
 __all__ = ["build_parser", "main"]
 
-_MODES = ("valid", "same", "same_lower")
-_FILLS = ("zeros", "reflect", "replicate", "circular")
-_CONVENTIONS = ("default", "keras", "onnx", "onnxruntime")
+_MODES = tuple(wire.enum_values(wire.PADDING_MODE_NAMES))
+_FILLS = tuple(wire.enum_values(wire.PADDING_FILL_NAMES))
+_CONVENTIONS = tuple(wire.enum_values(wire.CONVENTION_NAMES))
 
 
 class UsageError(Exception):

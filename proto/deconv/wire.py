@@ -15,8 +15,12 @@ from typing import Any
 from deconv.v1 import deconv_pb2 as pb
 
 __all__ = [
+    "CONVENTION_NAMES",
+    "DATA_FORMAT_NAMES",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "METHODS",
+    "PADDING_FILL_NAMES",
+    "PADDING_MODE_NAMES",
     "RETRY_CHUNKED_KEY",
     "RETRY_CHUNKED_VALUE",
     "SERVICE_NAME",
@@ -27,14 +31,64 @@ __all__ = [
     "WEIGHT_CACHE_MISS",
     "WEIGHT_CACHE_OFF",
     "WEIGHT_DIGEST_BYTES",
+    "WEIGHT_FORMAT_NAMES",
     "Methods",
     "PemSource",
+    "enum_values",
     "read_pem",
     "weight_digest",
 ]
 
 #: Full name of the compute service, ``deconv.v1.Deconv``.
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Deconv"].full_name
+
+#: Each wire enum value -> the name the Python APIs use for it (an UNSPECIFIED value reads as
+#: the default it stands for; PADDING_MODE_UNSPECIFIED means zero padding and has no name).
+DATA_FORMAT_NAMES = {
+    pb.DATA_FORMAT_UNSPECIFIED: "channels_first",
+    pb.DATA_FORMAT_CHANNELS_FIRST: "channels_first",
+    pb.DATA_FORMAT_CHANNELS_LAST: "channels_last",
+}
+WEIGHT_FORMAT_NAMES = {
+    pb.WEIGHT_FORMAT_UNSPECIFIED: "torch",
+    pb.WEIGHT_FORMAT_TORCH: "torch",
+    pb.WEIGHT_FORMAT_TF: "tf",
+}
+PADDING_MODE_NAMES = {
+    pb.PADDING_MODE_VALID: "valid",
+    pb.PADDING_MODE_SAME: "same",
+    pb.PADDING_MODE_SAME_LOWER: "same_lower",
+}
+PADDING_FILL_NAMES = {
+    pb.PADDING_FILL_UNSPECIFIED: "zeros",
+    pb.PADDING_FILL_ZEROS: "zeros",
+    pb.PADDING_FILL_REFLECT: "reflect",
+    pb.PADDING_FILL_REPLICATE: "replicate",
+    pb.PADDING_FILL_CIRCULAR: "circular",
+}
+CONVENTION_NAMES = {
+    pb.CONVENTION_UNSPECIFIED: "default",
+    pb.CONVENTION_DEFAULT: "default",
+    pb.CONVENTION_KERAS: "keras",
+    pb.CONVENTION_ONNX: "onnx",
+    pb.CONVENTION_ONNXRUNTIME: "onnxruntime",
+}
+
+
+def enum_values(names: dict[int, str]) -> dict[str, int]:
+    """Name -> the explicit enum value a client sends for it (UNSPECIFIED left out), in order.
+
+    Parameters
+    ----------
+    names : dict of int to str
+        One of the ``*_NAMES`` tables.
+
+    Returns
+    -------
+    dict of str to int
+    """
+    return {name: value for value, name in names.items() if value}
+
 
 #: Default cap on one gRPC message, both ways, on both sides (256 MiB).
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024

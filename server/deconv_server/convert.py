@@ -38,36 +38,11 @@ __all__ = [
 #: Bytes a response needs beyond its tensor data (field tags, lengths, the shape).
 _RESPONSE_OVERHEAD = 256
 
-_DATA_FORMATS = {
-    pb.DATA_FORMAT_UNSPECIFIED: "channels_first",
-    pb.DATA_FORMAT_CHANNELS_FIRST: "channels_first",
-    pb.DATA_FORMAT_CHANNELS_LAST: "channels_last",
-}
-_WEIGHT_FORMATS = {
-    pb.WEIGHT_FORMAT_UNSPECIFIED: "torch",
-    pb.WEIGHT_FORMAT_TORCH: "torch",
-    pb.WEIGHT_FORMAT_TF: "tf",
-}
-_PADDING_MODES: dict[int, Any] = {
-    pb.PADDING_MODE_UNSPECIFIED: 0,
-    pb.PADDING_MODE_VALID: "valid",
-    pb.PADDING_MODE_SAME: "same",
-    pb.PADDING_MODE_SAME_LOWER: "same_lower",
-}
-_PADDING_FILLS = {
-    pb.PADDING_FILL_UNSPECIFIED: "zeros",
-    pb.PADDING_FILL_ZEROS: "zeros",
-    pb.PADDING_FILL_REFLECT: "reflect",
-    pb.PADDING_FILL_REPLICATE: "replicate",
-    pb.PADDING_FILL_CIRCULAR: "circular",
-}
-_CONVENTIONS = {
-    pb.CONVENTION_UNSPECIFIED: "default",
-    pb.CONVENTION_DEFAULT: "default",
-    pb.CONVENTION_KERAS: "keras",
-    pb.CONVENTION_ONNX: "onnx",
-    pb.CONVENTION_ONNXRUNTIME: "onnxruntime",
-}
+_DATA_FORMATS = wire.DATA_FORMAT_NAMES
+_WEIGHT_FORMATS = wire.WEIGHT_FORMAT_NAMES
+_PADDING_MODES: dict[int, Any] = {pb.PADDING_MODE_UNSPECIFIED: 0, **wire.PADDING_MODE_NAMES}
+_PADDING_FILLS = wire.PADDING_FILL_NAMES
+_CONVENTIONS = wire.CONVENTION_NAMES
 #: Wire dtype -> the planner's dtype name.
 _DTYPE_NAMES = {
     pb.DTYPE_FLOAT32: "float32",

@@ -6,7 +6,7 @@ import struct
 
 import numpy as np
 import pytest
-from deconv import codec
+from deconv import codec, wire
 from deconv.v1 import deconv_pb2 as pb
 
 
@@ -143,3 +143,20 @@ def test_encode_to_bfloat16_and_back() -> None:
     out = codec.decode(t)
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, [1.0, 1.0, -2.5, 1.015625])
+
+
+@pytest.mark.parametrize(
+    ("names", "enum", "unnamed"),
+    [
+        (wire.DATA_FORMAT_NAMES, pb.DataFormat, set()),
+        (wire.WEIGHT_FORMAT_NAMES, pb.WeightFormat, set()),
+        (wire.PADDING_MODE_NAMES, pb.PaddingMode, {pb.PADDING_MODE_UNSPECIFIED}),
+        (wire.PADDING_FILL_NAMES, pb.PaddingFill, set()),
+        (wire.CONVENTION_NAMES, pb.Convention, set()),
+    ],
+)
+def test_every_enum_value_of_the_wire_has_its_one_name(names, enum, unnamed) -> None:
+    """The one table client and server read: every value named (or deliberately not)."""
+    assert set(names) | unnamed == set(enum.values())
+    values = wire.enum_values(names)
+    assert all(names[v] == n for n, v in values.items()) and 0 not in values.values()
