@@ -36,6 +36,17 @@ def _fill(out, value) -> None:
                 out[p0, p1, p2] = value
 
 
+@numba.njit(cache=True, inline="always")
+def _add_scaled(out, src, wv, lo, hi, s, base) -> None:
+    """``out[o] += wv * src[o*s + base]`` for ``lo <= o < hi`` (a contiguous loop when s == 1)."""
+    if s == 1:  # contiguous, vectorisable
+        for o in range(lo, hi):
+            out[o] += wv * src[o + base]
+    else:
+        for o in range(lo, hi):
+            out[o] += wv * src[o * s + base]
+
+
 @numba.njit(**_JIT)
 def col2im(cols, bias, y, stride, dilation, offset, c0):  # pragma: no cover - compiled
     """Scatter GEMM columns into the output and add the bias.
@@ -112,12 +123,7 @@ def conv_direct(x, w, bias, y, groups, stride, dilation, offset):  # pragma: no 
                             for o1 in range(lo1, hi1):
                                 row = out[o0, o1]
                                 srow = src[i0, o1 * s1 + t1 * d1 - f1]
-                                if s2 == 1:  # contiguous, vectorisable
-                                    for o2 in range(lo2, hi2):
-                                        row[o2] += wv * srow[o2 + base2]
-                                else:
-                                    for o2 in range(lo2, hi2):
-                                        row[o2] += wv * srow[o2 * s2 + base2]
+                                _add_scaled(row, srow, wv, lo2, hi2, s2, base2)
 
 
 @numba.njit(**_JIT)
@@ -167,12 +173,7 @@ def conv_direct_rows(x, w, bias, y, groups, stride, dilation, offset, chunk):  #
                         lo2, hi2 = max(lo2, a), min(hi2, e)
                         wv = w[co, c, t0, t1, t2]
                         base2 = t2 * d2 - f2
-                        if s2 == 1:
-                            for o2 in range(lo2, hi2):
-                                out[o2] += wv * srow[o2 + base2]
-                        else:
-                            for o2 in range(lo2, hi2):
-                                out[o2] += wv * srow[o2 * s2 + base2]
+                        _add_scaled(out, srow, wv, lo2, hi2, s2, base2)
 
 
 @numba.njit(cache=True)
