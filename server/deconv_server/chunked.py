@@ -2,8 +2,9 @@
 
 The first message's request is checked like a unary one (limits included) before any of its
 bytes are held. Nothing is allocated from what the header claims: each pending tensor's buffer
-grows as its bytes arrive, and each data message's bytes are reserved in the in-flight budget
-when it arrives, so a header that promises gigabytes and sends nothing holds nothing. Every data
+(:class:`GrowingBuffer`) grows as its bytes arrive, at most to twice what arrived, and each
+growth is reserved in the in-flight budget before it is allocated, so a header that promises
+gigabytes and sends a byte holds a byte. Every data
 message must arrive within ``message_timeout_s`` of the previous one. The result goes back as a
 header plus slices of at most ``CHUNK_BYTES`` (``response_chunk_bytes`` is clamped to
 ``[MIN_RESPONSE_CHUNK_BYTES, CHUNK_BYTES]``).
@@ -29,6 +30,7 @@ from deconv_server.messages import read_message
 
 __all__ = [
     "MIN_RESPONSE_CHUNK_BYTES",
+    "GrowingBuffer",
     "caller_left",
     "clamp_chunk_bytes",
     "next_data",
@@ -42,54 +44,79 @@ __all__ = [
 MIN_RESPONSE_CHUNK_BYTES = 64 * 1024
 
 
-class _Buffers:
-    """The pending tensors' bytes as they arrive; :meth:`clear` frees them at once.
+class GrowingBuffer:
+    """``size`` bytes filled in order, in a numpy array that grows as they arrive.
 
-    A tensor's buffer is created when its first byte arrives, as a numpy array of its exact
-    size: the kernel commits memory (in huge pages where it can) only as bytes are written into
-    it, so what a call holds follows what it sent, and every byte is copied once, from gRPC's
-    message into its place.
+    Nothing is allocated from what a header claims: the first allocation holds exactly the
+    bytes that arrived, and each growth at most doubles what has arrived (so the buffer never
+    holds more than twice the caller's bytes, and copies each byte about once more in all).
+    Every growth is reserved in the in-flight budget before it is allocated. The arrays are
+    numpy's, so large ones are backed by huge pages where the kernel offers them.
+
+    Parameters
+    ----------
+    size : int
+        Bytes the buffer ends with.
     """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.filled = 0
+        self.array = np.empty(0, np.uint8)
+
+    def append(self, data: memoryview, reserve: Callable[[int], None]) -> None:
+        """Copy ``data`` in after the bytes already there (at most ``size`` in all).
+
+        ``reserve(nbytes)`` is called with each growth before it is allocated; it may raise.
+        """
+        end = self.filled + len(data)
+        if end > len(self.array):
+            capacity = min(self.size, max(end, 2 * self.filled))
+            reserve(capacity - len(self.array))
+            grown = np.empty(capacity, np.uint8)
+            grown[: self.filled] = self.array[: self.filled]
+            self.array = grown
+        self.array[self.filled : end] = np.frombuffer(data, np.uint8)
+        self.filled = end
+
+    @property
+    def full(self) -> bool:
+        """Whether all ``size`` bytes are in."""
+        return self.filled == self.size
+
+
+class _Buffers:
+    """The pending tensors' bytes as they arrive (:class:`GrowingBuffer` each); :meth:`clear`
+    frees them at once."""
 
     def __init__(self, plan: RequestPlan) -> None:
         self.names = plan.pending()
-        self.sizes = [plan.nbytes[name] for name in self.names]
-        self.total = sum(self.sizes)
-        self.data: list[np.ndarray | None] = [None] * len(self.names)
-        self.filled = [0] * len(self.names)
+        self.total = sum(plan.nbytes[name] for name in self.names)
+        self.data = [GrowingBuffer(plan.nbytes[name]) for name in self.names]
         self.received = 0
         self._slot = 0
 
-    def add(self, op: str, data: memoryview) -> None:
+    def add(self, op: str, data: memoryview, reserve: Callable[[int], None]) -> None:
         off = 0
         while off < len(data):
-            while (
-                self._slot < len(self.names) and self.filled[self._slot] == self.sizes[self._slot]
-            ):
+            while self._slot < len(self.data) and self.data[self._slot].full:
                 self._slot += 1
-            if self._slot == len(self.names):
+            if self._slot == len(self.data):
                 raise RequestError(
                     f"{op}: the stream carries more than the {self.total} bytes its pending "
                     f"tensors ({', '.join(self.names) or 'none'}) need"
                 )
-            slot = self._slot
-            buf = self.data[slot]
-            if buf is None:
-                buf = self.data[slot] = np.empty(self.sizes[slot], np.uint8)
-            at = self.filled[slot]
-            n = min(self.sizes[slot] - at, len(data) - off)
-            buf[at : at + n] = np.frombuffer(data, np.uint8, n, off)
-            self.filled[slot] = at + n
+            buf = self.data[self._slot]
+            n = min(buf.size - buf.filled, len(data) - off)
+            buf.append(data[off : off + n], reserve)
             off += n
             self.received += n
 
     def payloads(self) -> dict[str, np.ndarray]:
-        return {
-            name: buf for name, buf in zip(self.names, self.data, strict=True) if buf is not None
-        }
+        return {name: buf.array for name, buf in zip(self.names, self.data, strict=True)}
 
     def clear(self) -> None:
-        self.data = [None] * len(self.names)  # frees the memory even while a traceback lives
+        self.data = []  # frees the memory even while a traceback lives
 
 
 def plan_first_chunk(op: str, first: Any, config: ServerConfig) -> RequestPlan:
@@ -158,8 +185,7 @@ async def receive_chunked(
     buffers = _Buffers(plan)
     try:
         while (data := await next_data(op, context, config)) is not None:
-            reserve(op, len(data))
-            buffers.add(op, data)
+            buffers.add(op, data, lambda n: reserve(op, n))
             del data
         if buffers.received != buffers.total:
             if await caller_left(context):  # the stream ended because its caller left

@@ -28,7 +28,13 @@ from deconv import codec, frames
 from deconv.v1 import deconv_pb2 as pb
 
 from deconv_server import compute
-from deconv_server.chunked import caller_left, clamp_chunk_bytes, next_data, upload_time_bound
+from deconv_server.chunked import (
+    GrowingBuffer,
+    caller_left,
+    clamp_chunk_bytes,
+    next_data,
+    upload_time_bound,
+)
 from deconv_server.config import ServerConfig
 from deconv_server.convert import RequestPlan
 from deconv_server.errors import RequestError
@@ -75,8 +81,9 @@ def _group_size(plan: RequestPlan) -> int:
 class _Groups:
     """The input's bytes cut into groups of images, each decoded once all its bytes are in.
 
-    A group whose bytes arrived in one message is decoded from that message's bytes (no copy);
-    otherwise its bytes are copied into a buffer created when its first byte arrives.
+    A group whose bytes arrived in one message is decoded from that message's bytes (no copy;
+    the message is reserved in the in-flight budget); otherwise its bytes are copied into a
+    :class:`~deconv_server.chunked.GrowingBuffer` (whose growth is reserved).
     """
 
     def __init__(self, plan: RequestPlan) -> None:
@@ -86,35 +93,37 @@ class _Groups:
         self.size = _group_size(plan)
         self.received = 0
         self.start = 0  # first image of the group being filled
-        self._buffer: np.ndarray | None = None
-        self._filled = 0
+        self._buffer: GrowingBuffer | None = None
 
     def _bounds(self) -> tuple[int, int]:
         return self.start, min(self.batch, self.start + self.size)
 
-    def add(self, data: memoryview) -> list[tuple[int, int, np.ndarray]]:
+    def add(
+        self, data: memoryview, reserve: Callable[[int], None]
+    ) -> list[tuple[int, int, np.ndarray]]:
         """Take one data message; return the groups ``(b0, b1, x)`` it completed."""
         done = []
         off = 0
         while off < len(data):
             b0, b1 = self._bounds()
             need = (b1 - b0) * self.image
-            take = min(need - self._filled, len(data) - off)
-            if self._filled == 0 and take == need:  # the whole group in this message
-                raw: Any = data[off : off + take]
+            filled = 0 if self._buffer is None else self._buffer.filled
+            take = min(need - filled, len(data) - off)
+            raw: Any = None
+            if filled == 0 and take == need:  # the whole group in this message
+                reserve(take)
+                raw = data[off : off + take]
             else:
                 if self._buffer is None:
-                    self._buffer = np.empty(need, np.uint8)
-                self._buffer[self._filled : self._filled + take] = np.frombuffer(
-                    data, np.uint8, take, off
-                )
-                self._filled += take
-                raw = self._buffer if self._filled == need else None
+                    self._buffer = GrowingBuffer(need)
+                self._buffer.append(data[off : off + take], reserve)
+                if self._buffer.full:
+                    raw = self._buffer.array
             off += take
             self.received += take
             if raw is not None:
                 done.append((b0, b1, self._decode(b0, b1, raw)))
-                self.start, self._buffer, self._filled = b1, None, 0
+                self.start, self._buffer = b1, None
         return done
 
     def _decode(self, b0: int, b1: int, raw: Any) -> np.ndarray:
@@ -196,11 +205,10 @@ async def run_pipelined(
                         f"{op}: the stream carries more than the {total} bytes its pending "
                         f"tensors (input) need"
                     )
-                reserve(op, len(data))
                 if writer is None:  # the first data: the result and scratch are held from now
                     reserve(op, plan.output_bytes + plan.core.workspace_bytes)
                     writer = asyncio.ensure_future(send_results())
-                for b0, b1, x in groups.add(data):
+                for b0, b1, x in groups.add(data, lambda n: reserve(op, n)):
                     job = compute.Job(compute.slice_plan(plan.core, b1 - b0), (x, weight, b))
                     results.append(asyncio.ensure_future(submit(job)))
                     ready.set()

@@ -256,6 +256,36 @@ def test_stalled_upload_and_header_only_claims_hold_no_bytes(victim: Proc) -> No
     assert victim.metric("deconv_admitted_requests") == 0
 
 
+def test_claims_that_send_a_little_hold_only_what_they_sent(victim: Proc) -> None:
+    """A 64 MiB claim that sends 64 KiB and stalls holds 64 KiB, counted, in memory too."""
+    rss_before = victim.status("VmRSS")
+    header = _request()
+    header.stride[:] = [1]
+    header.input.CopyFrom(pb.Tensor(dtype=pb.DTYPE_FLOAT32, shape=[1, 4, 2048, 2048]))
+    stop = threading.Event()
+
+    def claim() -> Iterator[bytes]:
+        yield pb.TransposedConvRequestChunk(request=header).SerializeToString()
+        yield pb.TransposedConvRequestChunk(data=bytes(64 * 1024)).SerializeToString()
+        stop.wait(30)
+
+    channels, calls = _open_calls(
+        victim.target, "/deconv.v1.Deconv/TransposedConvChunked", 8, claim
+    )
+    try:
+        time.sleep(0.5)
+        held = victim.metric("deconv_inflight_bytes")
+        assert 8 * 64 * 1024 <= held < 8 * 64 * 1024 + MIB  # the bytes that came, and headers
+        assert victim.status("VmRSS") - rss_before < 8 * 1024  # kB: no buffer of the claimed size
+        victim.good_call_is_exact()
+        assert {_outcome(c) for c in calls} == {"DEADLINE_EXCEEDED"}  # the rest never came
+    finally:
+        stop.set()
+        for ch in channels:
+            ch.close()
+    assert victim.settle() == 0
+
+
 def test_a_result_nobody_reads_is_cut_off_and_freed(victim: Proc) -> None:
     x = np.ones((1, 4, 256, 256), np.float32)  # a 16 MiB result, streamed in 1 MiB chunks
     first = pb.TransposedConvRequestChunk(request=_request(x))
