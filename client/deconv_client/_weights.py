@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
@@ -33,7 +34,7 @@ __all__ = ["MIN_DIGEST_BYTES", "WeightMemo", "frozen_array", "weight_missed"]
 MIN_DIGEST_BYTES = 64 * 1024
 #: Digests remembered as held by the server, most recent last.
 _REMEMBERED = 4096
-#: Weights over immutable memory whose digest is remembered (each entry keeps its bytes alive).
+#: Weights over immutable memory whose digest is remembered (weakly: a freed weight's entry goes).
 _FROZEN = 64
 
 
@@ -55,16 +56,16 @@ def frozen_array(value: Any) -> np.ndarray:
     return np.frombuffer(arr.tobytes(), dtype=arr.dtype).reshape(arr.shape)
 
 
-def _frozen_key(arr: np.ndarray, dtype: int) -> tuple[Any, ...] | None:
-    """``(owner, id(owner), address, dtype, shape, strides)`` when ``arr``'s memory belongs to a
+def _frozen_key(arr: np.ndarray, dtype: int) -> tuple[np.ndarray, tuple[Any, ...]] | None:
+    """The array that owns ``arr``'s memory and a key of the view, when that memory is a
     ``bytes`` object (through any chain of views), else None."""
-    owner: Any = arr
-    while isinstance(owner, np.ndarray):
+    owner = arr
+    while isinstance(owner.base, np.ndarray):
         owner = owner.base
-    if not isinstance(owner, bytes):
+    if not isinstance(owner.base, bytes):
         return None
     address = arr.__array_interface__["data"][0]
-    return (owner, id(owner), address, dtype, arr.dtype.str, arr.shape, arr.strides)
+    return owner, (id(owner), address, dtype, arr.dtype.str, arr.shape, arr.strides)
 
 
 class WeightMemo:
@@ -79,7 +80,9 @@ class WeightMemo:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self._sent: OrderedDict[bytes, None] = OrderedDict()
-        self._frozen: OrderedDict[tuple[Any, ...], tuple[bytes, bytes]] = OrderedDict()
+        self._frozen: OrderedDict[tuple[Any, ...], tuple[weakref.ref[np.ndarray], bytes]] = (
+            OrderedDict()
+        )
         self._lock = threading.Lock()
 
     def attach(self, prepared: Prepared) -> Prepared:
@@ -112,19 +115,28 @@ class WeightMemo:
                 self._sent.popitem(last=False)
         return prepared.with_digest(digest, by_reference=known)
 
-    def _frozen_digest(self, key: tuple[Any, ...]) -> bytes | None:
+    def _frozen_digest(self, frozen: tuple[np.ndarray, tuple[Any, ...]]) -> bytes | None:
+        owner, key = frozen
         with self._lock:
-            entry = self._frozen.get(key[1:])
-            if entry is None or entry[0] is not key[0]:
+            entry = self._frozen.get(key)
+            if entry is None or entry[0]() is not owner:
                 return None
-            self._frozen.move_to_end(key[1:])
+            self._frozen.move_to_end(key)
             return entry[1]
 
-    def _remember_frozen(self, key: tuple[Any, ...], digest: bytes) -> None:
-        with self._lock:  # the entry keeps its bytes alive, so the id in the key stays theirs
-            self._frozen[key[1:]] = (key[0], digest)
+    def _remember_frozen(self, frozen: tuple[np.ndarray, tuple[Any, ...]], digest: bytes) -> None:
+        owner, key = frozen
+        # A weak reference: a dropped layer's weight is freed, and its entries go with it (before
+        # its id can name another array).
+        ref = weakref.ref(owner, lambda _, k=key: self._forget(k))
+        with self._lock:
+            self._frozen[key] = (ref, digest)
             while len(self._frozen) > _FROZEN:
                 self._frozen.popitem(last=False)
+
+    def _forget(self, key: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._frozen.pop(key, None)
 
     def missed(self, digest: bytes, value: str) -> None:
         """The server does not hold ``digest`` (``value`` "miss"), or keeps no weights ("off")."""

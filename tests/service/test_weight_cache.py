@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import Iterator
 
@@ -276,6 +277,9 @@ def test_a_frozen_weight_is_hashed_once(server: ServerHandle, monkeypatch: pytes
         for _ in range(3):
             np.testing.assert_array_equal(layer(client, x), want)
         assert len(hashed) == 1
+        del layer  # the memo keeps no weight alive: the entry goes with it
+        gc.collect()
+        assert not client._weights._frozen
         plain = w.copy()
         client.conv_transpose(x, plain, stride=2)
         plain[0, 0, 0, 0] += 1  # changed in place: a new digest, the new bytes sent
