@@ -165,22 +165,18 @@ class Prepared:
             return self.payloads
         return [(name, arr) for name, arr in self.payloads if name != "weight"]
 
-    def _header(self) -> Any:
-        if not self.digest:
-            return self.request
+    def _request_with(self, tensors: list[tuple[str, np.ndarray]]) -> Any:
+        """A copy of the request with the digest, and the data of ``tensors`` filled in."""
         request = type(self.request)()
         request.CopyFrom(self.request)
         request.weight_digest = self.digest
+        for name, arr in tensors:
+            getattr(request, name).data = arr.tobytes()
         return request
 
     def unary_request(self) -> Any:
         """A copy of the request with the tensors' data filled in (a referenced weight's not)."""
-        request = type(self.request)()
-        request.CopyFrom(self.request)
-        request.weight_digest = self.digest
-        for name, arr in self._sent():
-            getattr(request, name).data = arr.tobytes()
-        return request
+        return self._request_with(self._sent())
 
     def chunks(self, message_type: Any, chunk_bytes: int = codec.CHUNK_BYTES) -> Iterator[Any]:
         """Messages of the chunked RPC: the request, then ``chunk_bytes`` slices of the data.
@@ -194,13 +190,8 @@ class Prepared:
         sent = self._sent()
         extras = [(name, arr) for name, arr in sent if name != "input"]
         inline = sum(arr.nbytes for _, arr in extras) <= chunk_bytes
-        header = type(self.request)()
-        header.CopyFrom(self._header())
-        streamed = sent
-        if inline:
-            for name, arr in extras:
-                getattr(header, name).data = arr.tobytes()
-            streamed = [(name, arr) for name, arr in sent if name == "input"]
+        header = self._request_with(extras if inline else [])
+        streamed = [(name, arr) for name, arr in sent if name == "input"] if inline else sent
         names = {name for name, _ in streamed}
         pending = bool(self.digest) and "weight" in names and self.weight.size > 0
         yield message_type(request=header, response_chunk_bytes=chunk_bytes, weight_pending=pending)
