@@ -5,9 +5,9 @@ committed; the test suite never imports torch or tensorflow.
 
 How to rerun (outside the project venv; torch/tensorflow must never enter it)::
 
-    python3 -m venv /work/refvenv
-    /work/refvenv/bin/pip install torch==2.13.0 tensorflow-cpu numpy
-    cd /work/main && /work/refvenv/bin/python tests/core/make_golden.py
+    python3 -m venv ../refvenv      # beside the checkout, never inside it
+    ../refvenv/bin/pip install torch==2.13.0 tensorflow-cpu numpy
+    ../refvenv/bin/python tests/core/make_golden.py   # from the repository root
 
 It rewrites every ``tests/core/golden/*.npz``. Each file holds
 
