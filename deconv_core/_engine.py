@@ -53,16 +53,16 @@ __all__ = [
 ]
 
 #: Cap of the GEMM route's column buffer, in bytes. The buffer is also kept below half the bytes
-#: of input + weight + output, so the route's peak memory stays within 2x of its operands (a chunk
-#: holds at least one image's columns of one output channel; batch chunking measured no slower
-#: on T1).
+#: of one image's input + weight + output, so the route's peak memory stays within 2x of its
+#: operands (a chunk holds one image's columns of at least one output channel).
 COLS_BUDGET_BYTES = 48 * 1024 * 1024
 #: Below this many multiply-accumulates per image the direct kernel beats the GEMM's fixed costs
 #: (and with at most 4 channel pairs per group: depthwise T6 runs direct, 3-5x faster than peers).
-#: Every threshold of :func:`choose_route` is per image (:func:`image_macs`), so a call's route,
-#: and with it every bit of each image's result, does not depend on its batch size: a batch
-#: split into parts (the server's time slices, a client's parts on several replicas) computes
-#: exactly what the whole batch does.
+#: Every threshold of :func:`choose_route` is per image (:func:`image_macs`), and every route
+#: cuts its work (GEMM shapes, tiles, blocks) from one image's geometry, never across images:
+#: so an image's result, bit for bit, does not depend on its batch, and a batch split into
+#: parts (the server's time slices, a client's parts on several replicas) computes exactly what
+#: the whole batch does, given the same CPU, BLAS build and thread count.
 SMALL_MACS = 1 << 20
 #: Shortest piece of an output row a job of the row-split direct conv computes.
 DIRECT_MIN_CHUNK = 1024
@@ -93,29 +93,22 @@ def _cols_per_image(geom: Geometry) -> int:
     return geom.c_out * _prod(geom.kernel) * _prod(geom.in_size)
 
 
-def _chunks(geom: Geometry, itemsize: int) -> tuple[int, int]:
-    """``(images, channels)`` per GEMM chunk of the gemm and patch routes.
+def _channel_chunk(geom: Geometry, itemsize: int) -> int:
+    """Output channels (per group) per GEMM of the gemm route.
 
-    As many images as fit the column budget; when one image does not, output channels (per
-    group) are split instead (gemm route only), so the buffer stays within budget.
+    The gemm and patch routes multiply one image at a time: BLAS results depend on the GEMM's
+    shape, so a GEMM spanning images would give an image bits that depend on its batch (and
+    one image per GEMM measured no slower on T1-T3). When one image's columns exceed the budget
+    (one image's operands, never the batch's), output channels are split instead.
     """
     weight_elems = geom.c_in * geom.c_out_per_group * _prod(geom.kernel)
-    io_elems = (
-        geom.batch * geom.c_in * _prod(geom.in_size)
-        + weight_elems
-        + geom.batch * geom.c_out * _prod(geom.out_size)
-    )
+    io_elems = geom.c_in * _prod(geom.in_size) + weight_elems + geom.c_out * _prod(geom.out_size)
     budget = min(COLS_BUDGET_BYTES, io_elems * itemsize // 2)
     per_image = max(1, _cols_per_image(geom) * itemsize)
     if per_image <= budget:
-        return min(geom.batch, budget // per_image), geom.c_out_per_group
+        return geom.c_out_per_group
     per_channel = per_image // geom.c_out_per_group
-    return 1, max(1, min(geom.c_out_per_group, budget // per_channel))
-
-
-def _batch_chunk(geom: Geometry, itemsize: int) -> int:
-    """Images per GEMM chunk (at least one)."""
-    return _chunks(geom, itemsize)[0]
+    return max(1, min(geom.c_out_per_group, budget // per_channel))
 
 
 def _direct_planes(geom: Geometry) -> int:
@@ -172,12 +165,11 @@ def workspace_bytes(route: str, geom: Geometry, itemsize: int, threads: int) -> 
         return _phase_conv.workspace_bytes(geom, itemsize, threads)
     if route == "phase":
         return _phase.workspace_bytes(geom, itemsize, threads)
-    nb, nc = _chunks(geom, itemsize)  # gemm and patch
-    if route == "patch":
-        nc = geom.c_out_per_group
-    staged_input = nb * geom.c_in * _prod(geom.in_size)  # the chunk's input, regrouped
+    # gemm and patch: one image at a time
+    nc = geom.c_out_per_group if route == "patch" else _channel_chunk(geom, itemsize)
+    staged_input = geom.c_in * _prod(geom.in_size)  # the image, should BLAS stage it
     weight = geom.c_in * geom.c_out_per_group * _prod(geom.kernel)  # BLAS may stage it
-    cols = nb * _cols_per_image(geom) // geom.c_out_per_group * nc
+    cols = _cols_per_image(geom) // geom.c_out_per_group * nc
     return (cols + staged_input + weight) * itemsize
 
 
@@ -205,20 +197,14 @@ def _gemm_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geomet
     # (G, Cog*K, Cig): a transposed view, BLAS reads it without a copy.
     wt = w.reshape(G, Cig, Cog * K).transpose(0, 2, 1)
     y = np.empty((geom.batch, geom.c_out, *geom.out_size), dtype=x.dtype)
-    chunk, cstep = _chunks(geom, x.itemsize)
-    for b0 in range(0, geom.batch, chunk):
-        b1 = min(geom.batch, b0 + chunk)
-        nb = b1 - b0
-        xs = x[b0:b1].reshape(nb, G, Cig, N)
-        if nb == 1:
-            xg = xs.reshape(G, Cig, N)
-        else:
-            xg = np.ascontiguousarray(xs.transpose(1, 2, 0, 3)).reshape(G, Cig, nb * N)
+    cstep = _channel_chunk(geom, x.itemsize)
+    for b in range(geom.batch):
+        xg = x[b].reshape(G, Cig, N)
         for c0 in range(0, Cog, cstep):
             c1 = min(Cog, c0 + cstep)
             cols = _threads.matmul(wt[:, c0 * K : c1 * K], xg)
-            cols = cols.reshape(G, c1 - c0, *w.shape[2:], nb, *geom.in_size)
-            _kernels.col2im(cols, bias, y[b0:b1], geom.stride, geom.dilation, geom.offset, c0)
+            cols = cols.reshape(G, c1 - c0, *w.shape[2:], 1, *geom.in_size)
+            _kernels.col2im(cols, bias, y[b : b + 1], geom.stride, geom.dilation, geom.offset, c0)
             del cols  # before the next chunk's: one column buffer alive at a time
     return y
 
@@ -265,15 +251,11 @@ def _patch_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geome
     N = int(np.prod(geom.in_size))
     wg = w.reshape(G, Cig, Cog * K)
     y = np.empty((geom.batch, geom.c_out, *geom.out_size), dtype=x.dtype)
-    chunk = _batch_chunk(geom, x.itemsize)
-    for b0 in range(0, geom.batch, chunk):
-        b1 = min(geom.batch, b0 + chunk)
-        nb = b1 - b0
-        # (G, nb*N, Cig): pixels as rows; a transposed view when nb == 1.
-        xs = x[b0:b1].reshape(nb, G, Cig, N).transpose(1, 0, 3, 2).reshape(G, nb * N, Cig)
-        cols = _threads.matmul(xs, wg).reshape(G, nb, *geom.in_size, Cog, *w.shape[2:])
-        _kernels.col2im_patch(cols, bias, y[b0:b1], geom.stride, geom.dilation, geom.offset)
-        del cols  # before the next chunk's: one column buffer alive at a time
+    for b in range(geom.batch):
+        xs = x[b].reshape(G, Cig, N).transpose(0, 2, 1)  # (G, N, Cig): pixels as rows, a view
+        cols = _threads.matmul(xs, wg).reshape(G, 1, *geom.in_size, Cog, *w.shape[2:])
+        _kernels.col2im_patch(cols, bias, y[b : b + 1], geom.stride, geom.dilation, geom.offset)
+        del cols  # before the next image's: one column buffer alive at a time
     return y
 
 

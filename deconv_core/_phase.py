@@ -122,8 +122,9 @@ def _tiles(geom: Geometry, axes: tuple[Axis, Axis, Axis], itemsize: int) -> tupl
     total = ((axes[0].J - 1) * U1 + axes[1].J) * RS
     k_rows = geom.c_in * math.prod(ax.L for ax in axes)
     y_rows = geom.c_out * math.prod(geom.stride)
-    operands = (geom.batch * (geom.c_in * math.prod(geom.in_size)
-                              + geom.c_out * math.prod(geom.out_size))
+    # One image's operands, not the batch's: the tiles (so the GEMM shapes, which BLAS results
+    # depend on) are the same for an image whatever batch it comes in.
+    operands = (geom.c_in * math.prod(geom.in_size) + geom.c_out * math.prod(geom.out_size)
                 + geom.c_in * geom.c_out_per_group * math.prod(geom.kernel)) * itemsize
     cols_bytes = min(COLS_BYTES, max(1 << 16, operands // 8))
     out_bytes = min(OUT_BYTES, max(1 << 15, operands // 16))

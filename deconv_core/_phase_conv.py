@@ -70,8 +70,8 @@ def _width(geom: Geometry, dims: tuple[int, int, int], itemsize: int) -> int:
     whole image when that is less than two tiles)."""
     _, U1, RS = dims
     total = ((geom.out_size[0] - 1) * U1 + geom.out_size[1]) * RS  # last padding rows dropped
-    operands = (geom.batch * (geom.c_in * math.prod(geom.in_size)
-                              + geom.c_out * math.prod(geom.out_size))
+    # One image's operands: an image's tiles, and so its bits, do not depend on its batch.
+    operands = (geom.c_in * math.prod(geom.in_size) + geom.c_out * math.prod(geom.out_size)
                 + geom.c_out * geom.c_in_per_group * math.prod(geom.kernel)) * itemsize
     budget = min(COLS_BYTES, max(1 << 16, operands // 8))
     width = max(64, budget // (geom.c_in * math.prod(geom.kernel) * itemsize))

@@ -81,37 +81,42 @@ def _cdiv(a: int, b: int) -> int:
 
 
 def _blocks(geom: Geometry) -> list[tuple[np.ndarray, int]]:
-    """Segments of tile rows packed into blocks of at most ``TB`` slots.
+    """Segments of tile rows packed into blocks of at most ``TB`` slots, image by image.
 
     A block's slot count is rounded up to a multiple of 16 (the GEMMs measured 20-30% slower at
     other sizes); the extra slots hold stale, finite scratch values and are never written out.
+    No block holds two images, and every image's blocks have the same layout: BLAS results
+    depend on the GEMM's shape, so this is what keeps an image's bits independent of its batch.
     """
     cap = _k.TB
     d1, d2 = geom.dilation[1], geom.dilation[2]
     O1, O2 = geom.out_size[1], geom.out_size[2]
-    blocks: list[tuple[np.ndarray, int]] = []
+    layout: list[tuple[list[tuple[int, ...]], int]] = []
     rows: list[tuple[int, ...]] = []
     used = 0
 
     def close() -> None:
-        blocks.append((np.array(rows, np.int64), min(cap, -(-used // 16) * 16)))
+        layout.append((rows, min(cap, -(-used // 16) * 16)))
 
-    for b in range(geom.batch):
-        for r1 in range(min(d1, O1)):
-            ti = _cdiv(_cdiv(O1 - r1, d1), 4)
-            for r2 in range(min(d2, O2)):
-                tj = _cdiv(_cdiv(O2 - r2, d2), 4)
-                for R in range(ti):
-                    for j0 in range(0, tj, cap - 1):
-                        nj = min(cap - 1, tj - j0)
-                        if used + nj + 1 > cap:
-                            close()
-                            rows, used = [], 0
-                        rows.append((b, r1, r2, R, j0, nj, used))
-                        used += nj + 1
+    for r1 in range(min(d1, O1)):
+        ti = _cdiv(_cdiv(O1 - r1, d1), 4)
+        for r2 in range(min(d2, O2)):
+            tj = _cdiv(_cdiv(O2 - r2, d2), 4)
+            for R in range(ti):
+                for j0 in range(0, tj, cap - 1):
+                    nj = min(cap - 1, tj - j0)
+                    if used + nj + 1 > cap:
+                        close()
+                        rows, used = [], 0
+                    rows.append((r1, r2, R, j0, nj, used))
+                    used += nj + 1
     if rows:
         close()
-    return blocks
+    return [
+        (np.array([(b, *row) for row in block], np.int64), slots)
+        for b in range(geom.batch)
+        for block, slots in layout
+    ]
 
 
 def workspace_bytes(geom: Geometry, threads: int) -> int:
