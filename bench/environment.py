@@ -114,9 +114,12 @@ def host_info() -> dict[str, Any]:
                                        "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER")
            if k in os.environ}
     wait = {k: os.environ.get(k, "unset") for k in WAIT_VARS}
+    from deconv_core import _threads  # after the thread limits are set
+
     return {"cpu": cpu, "simd": simd, "cores": os.cpu_count(), "loadavg_1_5_15": os.getloadavg(),
             "python": platform.python_version(), "platform": platform.platform(),
-            "numpy": np.__version__, "env": env, "wait": wait}
+            "numpy": np.__version__, "env": env, "wait": wait,
+            "workers_pinned": _threads.workers_pinned()}
 
 
 def time_callable(fn: Callable[[], Any], *, repeat: int = 7, warmup: int = 2) -> dict[str, Any]:

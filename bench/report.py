@@ -104,7 +104,8 @@ def format_report(report: dict[str, Any]) -> str:
                    f"SIMD {host.get('simd', '?')}")
     if host.get("wait"):
         out.append("thread wait settings: "
-                   + ", ".join(f"{k}={v}" for k, v in host["wait"].items()))
+                   + ", ".join(f"{k}={v}" for k, v in host["wait"].items())
+                   + f"; core workers pinned one per CPU: {host.get('workers_pinned', '?')}")
     if report.get("settings", {}).get("timing"):
         out.append(f"timing: {report['settings']['timing']}, median of "
                    f"{report['settings']['repeat']} rounds after {report['settings']['warmup']}")

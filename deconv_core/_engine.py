@@ -19,10 +19,9 @@ the output with three spatial axes. Routes:
     Stride-1 transposed conv only: the same sum as a conv with the flipped kernel, through the
     conv ``phase`` route.
 ``gemm``
-    Transposed conv only: one BLAS GEMM per group (numpy matmul) plus a Numba col2im, in chunks
-    of images (or of output channels, when one image's columns exceed the budget) that bound the
-    column buffer's memory; for strided convs whose phases waste many zero taps (3x3 stride 2:
-    16 taps computed for 9) or that are dilated.
+    Transposed conv only: per image and block of output channels, one BLAS GEMM per group plus
+    a Numba col2im, on the core's workers (``deconv_core._gemm``); for strided convs whose
+    phases waste many zero taps (3x3 stride 2: 16 taps computed for 9) or that are dilated.
 ``winograd``
     float32 3x3 stride-1 2-D convs (any dilation), and stride-1 transposed convs through the
     flipped kernel: Winograd F(4x4, 3x3), 4x fewer multiplications (``deconv_core._winograd``).
@@ -39,7 +38,7 @@ from collections.abc import Callable
 import numba
 import numpy as np
 
-from deconv_core import _kernels, _phase, _phase_conv, _threads, _winograd
+from deconv_core import _gemm, _kernels, _phase, _phase_conv, _threads, _winograd
 from deconv_core.params import Geometry
 
 __all__ = [
@@ -52,10 +51,6 @@ __all__ = [
     "workspace_bytes",
 ]
 
-#: Cap of the GEMM route's column buffer, in bytes. The buffer is also kept below half the bytes
-#: of one image's input + weight + output, so the route's peak memory stays within 2x of its
-#: operands (a chunk holds one image's columns of at least one output channel).
-COLS_BUDGET_BYTES = 48 * 1024 * 1024
 #: Below this many multiply-accumulates per image the direct kernel beats the GEMM's fixed costs
 #: (and with at most 4 channel pairs per group: depthwise T6 runs direct, 3-5x faster than peers).
 #: Every threshold of :func:`choose_route` is per image (:func:`image_macs`), and every route
@@ -91,24 +86,6 @@ def _prod(values: tuple[int, ...]) -> int:
 def _cols_per_image(geom: Geometry) -> int:
     """Elements of one image's column buffer in the gemm and patch routes."""
     return geom.c_out * _prod(geom.kernel) * _prod(geom.in_size)
-
-
-def _channel_chunk(geom: Geometry, itemsize: int) -> int:
-    """Output channels (per group) per GEMM of the gemm route.
-
-    The gemm and patch routes multiply one image at a time: BLAS results depend on the GEMM's
-    shape, so a GEMM spanning images would give an image bits that depend on its batch (and
-    one image per GEMM measured no slower on T1-T3). When one image's columns exceed the budget
-    (one image's operands, never the batch's), output channels are split instead.
-    """
-    weight_elems = geom.c_in * geom.c_out_per_group * _prod(geom.kernel)
-    io_elems = geom.c_in * _prod(geom.in_size) + weight_elems + geom.c_out * _prod(geom.out_size)
-    budget = min(COLS_BUDGET_BYTES, io_elems * itemsize // 2)
-    per_image = max(1, _cols_per_image(geom) * itemsize)
-    if per_image <= budget:
-        return geom.c_out_per_group
-    per_channel = per_image // geom.c_out_per_group
-    return max(1, min(geom.c_out_per_group, budget // per_channel))
 
 
 def _direct_planes(geom: Geometry) -> int:
@@ -165,12 +142,12 @@ def workspace_bytes(route: str, geom: Geometry, itemsize: int, threads: int) -> 
         return _phase_conv.workspace_bytes(geom, itemsize, threads)
     if route == "phase":
         return _phase.workspace_bytes(geom, itemsize, threads)
-    # gemm and patch: one image at a time
-    nc = geom.c_out_per_group if route == "patch" else _channel_chunk(geom, itemsize)
+    if route == "gemm":
+        return _gemm.workspace_bytes(geom, itemsize, threads)
+    # patch: one image's columns at a time
     staged_input = geom.c_in * _prod(geom.in_size)  # the image, should BLAS stage it
     weight = geom.c_in * geom.c_out_per_group * _prod(geom.kernel)  # BLAS may stage it
-    cols = _cols_per_image(geom) // geom.c_out_per_group * nc
-    return (cols + staged_input + weight) * itemsize
+    return (_cols_per_image(geom) + staged_input + weight) * itemsize
 
 
 def _direct(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
@@ -187,25 +164,6 @@ def _direct(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> n
         return y
     kernel = _kernels.conv_direct if geom.op == "conv" else _kernels.transpose_direct
     kernel(x, w, bias, y, geom.groups, geom.stride, geom.dilation, geom.offset)
-    return y
-
-
-def _gemm_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
-    G, Cig, Cog = geom.groups, geom.c_in_per_group, geom.c_out_per_group
-    K = w.shape[2] * w.shape[3] * w.shape[4]
-    N = int(np.prod(geom.in_size))
-    # (G, Cog*K, Cig): a transposed view, BLAS reads it without a copy.
-    wt = w.reshape(G, Cig, Cog * K).transpose(0, 2, 1)
-    y = np.empty((geom.batch, geom.c_out, *geom.out_size), dtype=x.dtype)
-    cstep = _channel_chunk(geom, x.itemsize)
-    for b in range(geom.batch):
-        xg = x[b].reshape(G, Cig, N)
-        for c0 in range(0, Cog, cstep):
-            c1 = min(Cog, c0 + cstep)
-            cols = _threads.matmul(wt[:, c0 * K : c1 * K], xg)
-            cols = cols.reshape(G, c1 - c0, *w.shape[2:], 1, *geom.in_size)
-            _kernels.col2im(cols, bias, y[b : b + 1], geom.stride, geom.dilation, geom.offset, c0)
-            del cols  # before the next chunk's: one column buffer alive at a time
     return y
 
 
@@ -264,7 +222,7 @@ ROUTES: dict[str, dict[str, Route]] = {
     "conv": {"direct": _direct, "phase": _phase_conv.conv, "winograd": _winograd_route},
     "conv_transpose": {
         "direct": _direct,
-        "gemm": _gemm_transpose,
+        "gemm": _gemm.transpose,
         "patch": _patch_transpose,
         "flip": _flipped_conv,
         "winograd": _winograd_route,

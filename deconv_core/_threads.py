@@ -1,33 +1,35 @@
-"""One thread budget for Numba and BLAS, and a GEMM that uses it without spinning pools.
+"""One thread budget for Numba and BLAS, and the core's own workers that use it.
 
 OpenBLAS's own worker threads keep spinning after a GEMM and slow the Numba ``prange`` that
 follows (and Numba's OpenMP workers spin after a ``prange`` and slow the next GEMM). So the
-GEMM routes run BLAS single-threaded and split each GEMM by rows over a small pool of Python
-threads (numpy releases the GIL inside matmul); Numba's workers are told to sleep when idle
-(``OMP_WAIT_POLICY=PASSIVE``, set by ``deconv_core`` before Numba's OpenMP starts, unless the
-environment already chooses). Both use ``numba.get_num_threads()`` threads.
-
-The other compute routes (phase, winograd) deal cache-sized work items to the same pool with
-:func:`run_parts`; each worker runs serial Numba kernels (``nogil``) and its own single-threaded
-BLAS calls on disjoint outputs, so those routes wake no OpenMP or OpenBLAS pool and their
-spin/timeout settings (``GOMP_SPINCOUNT``, ``OPENBLAS_THREAD_TIMEOUT``) do not enter; only the
-``prange`` kernels (direct, col2im) use Numba's OpenMP workers, which sleep when idle. These are
-the settings the server runs with; ``python -m bench`` prints them (``bench.environment``).
+BLAS routes run BLAS single-threaded and deal their work to ``numba.get_num_threads()`` worker
+threads of this module (:func:`run_parts`: the gemm, phase and Winograd routes, whose items pair
+single-threaded BLAS calls with serial ``nogil`` Numba kernels on disjoint outputs; and
+:func:`matmul`, a GEMM split by rows, for the patch route). Each worker is pinned to its own CPU
+where the process owns its CPUs (see ``_Workers``: after an idle pause Linux had put two
+threads on one core, and T1 ran 1.4-1.9x slower). Only the ``prange`` kernels (direct, the
+patch scatter) use Numba's OpenMP workers, told to sleep when idle (``OMP_WAIT_POLICY=PASSIVE``,
+set by ``deconv_core`` before Numba's OpenMP starts, unless the environment already chooses),
+so OpenMP's and OpenBLAS's spin settings (``GOMP_SPINCOUNT``, ``OPENBLAS_THREAD_TIMEOUT``) only
+touch those. These are the settings the server runs with; ``python -m bench`` prints them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
+import os
+import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import TypeVar
 
 import numba
 import numpy as np
 
-__all__ = ["blas_single_threaded", "matmul", "run_parts"]
+__all__ = ["blas_single_threaded", "matmul", "run_parts", "workers_pinned"]
 
 T = TypeVar("T")
 
@@ -35,20 +37,81 @@ T = TypeVar("T")
 SPLIT_MIN_MACS = 1 << 22
 
 _lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
+_workers: _Workers | None = None
 _controller = None
 
 
-def _executor(n: int) -> ThreadPoolExecutor:
-    global _pool, _pool_size
+def _pinned_cpus(n: int) -> list[int] | None:
+    """The CPUs the ``n`` workers are pinned to, one each, or None to leave them unpinned.
+
+    Pinned only when the process may run on at most ``n`` CPUs (it owns them: a 2-core machine,
+    a container with a cpuset), never on a larger shared set, where a pinned worker could not
+    leave a CPU another process keeps busy.
+    """
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity API (not Linux)
+        return None
+    return cpus if 1 < len(cpus) <= n else None
+
+
+class _Workers:
+    """``n`` daemon threads with one queue each; worker ``i`` runs the ``i``-th job of a batch.
+
+    Why not a ThreadPoolExecutor with the caller doing one share: after the machine has been
+    idle (a server between requests), Linux wakes a sleeping thread on the waker's CPU, and the
+    two threads then shared one core for tens of milliseconds (T1's GEMMs ran at one core's
+    speed: 37 ms instead of 19 with a 100 ms pause before each call). So each worker is pinned
+    to its own CPU where the process owns its CPUs (:func:`_pinned_cpus`), every share of the
+    work runs on a worker, and the caller only waits.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.size = n
+        self._queues: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(n)]
+        cpus = _pinned_cpus(n)
+        self.pinned = cpus is not None
+        for i, q in enumerate(self._queues):
+            cpu = None if cpus is None else cpus[i % len(cpus)]
+            threading.Thread(
+                target=self._serve, args=(q, cpu), name=f"deconv-core-{i}", daemon=True
+            ).start()
+
+    @staticmethod
+    def _serve(q: queue.SimpleQueue, cpu: int | None) -> None:
+        if cpu is not None:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, {cpu})
+        while True:
+            job, future = q.get()
+            try:
+                future.set_result(job())
+            except BaseException as exc:  # handed to the caller, which re-raises it
+                future.set_exception(exc)
+
+    def run(self, jobs: list[Callable[[], object]]) -> None:
+        """Run ``jobs[i]`` on worker ``i`` (at most ``size`` jobs); wait for all, re-raise the
+        first error."""
+        futures: list[Future] = []
+        for q, job in zip(self._queues, jobs, strict=False):
+            future: Future = Future()
+            q.put((job, future))
+            futures.append(future)
+        for f in futures:
+            f.result()
+
+
+def _pool(n: int) -> _Workers:
+    global _workers
     with _lock:
-        if _pool is None or _pool_size != n:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="deconv-gemm")
-            _pool_size = n
-        return _pool
+        if _workers is None or _workers.size < n:
+            _workers = _Workers(n)  # an old, smaller set of workers stays idle
+        return _workers
+
+
+def workers_pinned() -> bool:
+    """Whether the core's worker threads are pinned, one per CPU (see :func:`_pinned_cpus`)."""
+    return _pool(numba.get_num_threads()).pinned
 
 
 @contextlib.contextmanager
@@ -88,14 +151,10 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         np.matmul(a, b, out=out)
         return out
     bounds = [M * i // n for i in range(n + 1)]
-    pool = _executor(n)
-    futures = [
-        pool.submit(np.matmul, a[:, lo:hi], b, out=out[:, lo:hi])
-        for lo, hi in itertools.pairwise(bounds[1:])
-    ]
-    np.matmul(a[:, : bounds[1]], b, out=out[:, : bounds[1]])
-    for f in futures:
-        f.result()
+    _pool(n).run([
+        functools.partial(np.matmul, a[:, lo:hi], b, out=out[:, lo:hi])
+        for lo, hi in itertools.pairwise(bounds)
+    ])  # fmt: skip
     return out
 
 
@@ -128,8 +187,4 @@ def run_parts(work: Callable[[Iterable[T]], None], items: list[T]) -> None:
         work(items)
         return
     counter = itertools.count()
-    pool = _executor(numba.get_num_threads())
-    futures = [pool.submit(work, _pull(items, counter)) for _ in range(1, n)]
-    work(_pull(items, counter))
-    for f in futures:
-        f.result()
+    _pool(n).run([functools.partial(work, _pull(items, counter)) for _ in range(n)])

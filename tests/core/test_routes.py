@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 import deconv_core
-from deconv_core import _engine, _phase, _phase_conv
+from deconv_core import _engine, _gemm, _phase, _phase_conv
 
 from .cases import CT, Case, edge_cases, grid_cases, output_size_cases
 from .helpers import assert_matches, run_oracle
@@ -40,9 +40,9 @@ def test_forced_route_matches_oracle(route: str, case: Case, monkeypatch):
     assert_matches(got, ref, bound, case.dtype, f"{route}:{case.id}")
 
 
-def test_gemm_chunks_the_batch(monkeypatch):
-    """A column budget smaller than one image forces one GEMM chunk per image; still exact."""
-    monkeypatch.setattr(_engine, "COLS_BUDGET_BYTES", 1)
+def test_gemm_blocks_of_one_channel(monkeypatch):
+    """A column budget smaller than one channel's columns: one output channel per work item."""
+    monkeypatch.setattr(_gemm, "COLS_BUDGET_BYTES", 1)
     monkeypatch.setattr(_engine, "choose_route", lambda geom, dtype=None: "gemm")
     for case in grid_cases(CT)[:40]:
         case = Case(**{**case.__dict__, "N": 3})
