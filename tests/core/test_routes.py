@@ -59,6 +59,7 @@ def test_phase_tiles_and_channel_chunks(monkeypatch):
     monkeypatch.setattr(_phase, "OUT_BYTES", 1)
     monkeypatch.setattr(_phase, "MIN_WIDTH", 16)
     monkeypatch.setattr(_phase_conv, "COLS_BYTES", 1)
+    monkeypatch.setattr(_phase_conv, "MIN_WIDTH", 16)
     for op in (CT, "conv"):
         route = "phase"
         monkeypatch.setattr(
