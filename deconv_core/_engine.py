@@ -69,14 +69,15 @@ PATCH_MIN_KERNEL_WIDTH = 8
 #: about equal at 21M, Winograd 1.1-2.7x faster from 29M; 1.7x faster at 150M).
 WINOGRAD_MIN_MACS = 1 << 24
 #: The transposed phase route computes ``phase_waste`` times the direct work (zero taps of
-#: phases with fewer taps, windows that straddle two phases' ranges, row padding); above this
-#: the gemm route wins (T1, k=4 s=2 on 16x16: waste 1.2, gemm 21 ms, phase 24; T4: waste 1.0,
-#: phase 4% faster; T2: phase 1.7x faster).
+#: phases with fewer taps, windows that straddle two phases' ranges, row padding). Where the
+#: kernel windows of neighbouring inputs overlap (a kernel longer than its stride on some axis)
+#: the gemm route, whose col2im adds the overlaps, won every benchmark case on the 2-core AVX2
+#: machine (100 ms pauses, interleaved: T1 gemm 27.1 ms, phase 35.7; T4 85.4 vs 96.6; T5 3-D
+#: 5.96 vs 7.01); without overlap the phase route needs no col2im at all and wins below this
+#: waste (T2, k = s = 2: phase 8.2 ms, gemm 8.7). Large 2-D kernels (>=
+#: PATCH_MIN_KERNEL_WIDTH) take the phase route in any case: their col2im costs most (T3:
+#: phase 31 ms, gemm 53, patch 58).
 PHASE_MAX_WASTE = 1.1
-#: ... except in 3-D, where the col2im of 27 taps costs more than the zero taps (T5, waste 3.2:
-#: phase 2.65 ms, gemm 3.76 ms), and for large 2-D kernels (>= PATCH_MIN_KERNEL_WIDTH), whose
-#: col2im is slower still (T3: phase 17 ms, patch 44 ms).
-PHASE_MAX_WASTE_3D = 4.0
 
 
 def _prod(values: tuple[int, ...]) -> int:
@@ -320,8 +321,9 @@ def choose_route(geom: Geometry, dtype: np.dtype | None = None) -> str:
     if geom.stride == (1, 1, 1):
         return "flip"
     large = min(geom.kernel[1], geom.kernel[2]) >= PATCH_MIN_KERNEL_WIDTH
+    overlap = any(k > s for k, s in zip(geom.kernel, geom.stride, strict=True))
     if _phase.applies(geom) and (
-        large or phase_waste(geom) <= (PHASE_MAX_WASTE_3D if geom.rank == 3 else PHASE_MAX_WASTE)
+        large or (not overlap and phase_waste(geom) <= PHASE_MAX_WASTE)
     ):
         return "phase"
     return "patch" if large else "gemm"

@@ -2,7 +2,8 @@
 exact routes, and the workspace bound of every route measured with tracemalloc.
 
 The winners were measured with ``python -m bench`` and per-route timings on this repository's
-2-core AVX-512 machine (interleaved runs, 2 threads); see the thresholds in
+2-core machines (interleaved runs, 2 threads, 100 ms pauses; AVX2 for T1, T4 and T5 after the
+gemm route moved onto the core's pinned workers, AVX-512 for the rest); see the thresholds in
 ``deconv_core._engine`` and the comments below.
 """
 
@@ -20,20 +21,20 @@ from deconv_core.params import Geometry
 # (case id, op, input shape, weight shape, parameters, measured fastest route)
 BENCH = [
     # gemm: the phase route's windows straddle the two phases' ranges, 1.2x the work
-    # (gemm 20.4-21.5 ms, phase 23.7-25.2, Winograd F(3x3, 2x2) on the phases 22.6)
+    # (AVX2: gemm 27.1 ms, phase 35.7; AVX-512 before: Winograd F(3x3, 2x2) on the phases 22.6)
     ("T1", "conv_transpose", (8, 256, 16, 16), (256, 128, 4, 4), dict(stride=2, padding=1),
      "gemm"),
-    # phase: k == s, the image itself is the GEMM operand (phase 3.5 ms, gemm 5.9)
+    # phase: k == s, the image itself is the GEMM operand, no col2im (AVX2: phase 8.2 ms,
+    # gemm 8.7; AVX-512: phase 3.5, gemm 5.9)
     ("T2", "conv_transpose", (1, 64, 128, 128), (64, 32, 2, 2), dict(stride=2), "phase"),
     # phase: 1024 phases x 21 channels, K = 84 (phase 17 ms, patch 44)
     ("T3", "conv_transpose", (1, 21, 16, 16), (21, 21, 64, 64), dict(stride=32, padding=16),
      "phase"),
-    # phase: 52.6 ms, gemm 55.5
-    ("T4", "conv_transpose", (1, 512, 2048), (512, 256, 16), dict(stride=8, padding=4), "phase"),
-    # phase: 3.2x the direct work in 3-D, but the gemm route's 27-tap col2im costs more
-    # (phase 2.65 ms, gemm 3.76 ms)
+    # gemm: k = 2s, the windows overlap (AVX2: gemm 85.4 ms, phase 96.6)
+    ("T4", "conv_transpose", (1, 512, 2048), (512, 256, 16), dict(stride=8, padding=4), "gemm"),
+    # gemm: 3.2x the direct work in 3-D by phases (AVX2: gemm 5.96 ms, phase 7.01)
     ("T5", "conv_transpose", (1, 32, 16, 16, 16), (32, 16, 3, 3, 3),
-     dict(stride=2, padding=1, output_padding=1), "phase"),
+     dict(stride=2, padding=1, output_padding=1), "gemm"),
     # direct: 2.1 ms, phase 6.9, gemm 35.9
     ("T6", "conv_transpose", (8, 64, 32, 32), (64, 1, 4, 4),
      dict(stride=2, padding=1, groups=64), "direct"),
