@@ -9,10 +9,12 @@ than the replicas makes fewer parts). The parts travel concurrently, each over i
 channel and through the client's normal path (unary or chunked, weight cache included: each
 replica's client remembers the weights it sent), and the results are concatenated in order.
 
-The result is bit-identical to the whole batch computed on one replica: the server's dispatcher
-picks a route from the work per image (``deconv_core._engine.choose_route``), never from the
-batch size, and every route computes each image independently of the others (the server's own
-time slices of a batch, ``deconv_server.compute.Job``, rely on the same two facts).
+The result is bit-identical to the whole batch computed on one replica (replicas on the same CPU
+type with the same thread count): the server's dispatcher picks a route from the work per image
+(``deconv_core._engine.choose_route``), never from the batch size, and every route cuts its GEMMs,
+tiles and blocks from one image's geometry, so each image gets the same bits in any batch
+(BLAS results depend on the GEMM's shape). The server's own time slices of a batch,
+``deconv_server.compute.Job``, rely on the same two facts.
 
 Failures. A part answered UNAVAILABLE (its replica died, is draining or is busy) moves to another
 live replica, at most :data:`MAX_ATTEMPTS` attempts per part, with exponential backoff once every
