@@ -109,6 +109,17 @@ def _pool(n: int) -> _Workers:
         return _workers
 
 
+def _forget_workers() -> None:
+    """In a forked child: the parent's worker threads do not exist there, start afresh."""
+    global _workers, _lock
+    _workers = None
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers)
+
+
 def workers_pinned() -> bool:
     """Whether the core's worker threads are pinned, one per CPU (see :func:`_pinned_cpus`)."""
     return _pool(numba.get_num_threads()).pinned

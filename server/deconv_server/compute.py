@@ -99,8 +99,9 @@ def slice_plan(plan: deconv_core.Plan, n: int) -> deconv_core.Plan:
 
     The route is the one the planner would choose for ``n`` images too (the dispatcher weighs
     work per image, ``deconv_core._engine.choose_route``), and every route cuts its work from one
-    image's geometry, so slices compute the same bits as the whole batch. The kernel geometry (fill-padded convs, windows before the full result) is
-    sliced with the geometry: the engine sizes its arrays from it.
+    image's geometry, so slices compute the same bits as the whole batch. The kernel geometry
+    (fill-padded convs, windows before the full result) is sliced with the geometry: the engine
+    sizes its arrays from it.
     """
     if n == plan.geometry.batch:
         return plan
