@@ -33,7 +33,6 @@ import grpc.aio
 from deconv.wire import SERVICE_NAME
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-import deconv_core
 from deconv_server import compute
 from deconv_server.config import ServerConfig, format_host
 from deconv_server.handle import LINGER_S, LOOP, ServerHandle
@@ -131,15 +130,10 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
     return options
 
 
-def _warm_kernels() -> float:
-    with CORE_LOCK:
-        return deconv_core.warmup()
-
-
 async def _warmup(running: _Running) -> None:
     loop = asyncio.get_running_loop()
     try:
-        seconds = await loop.run_in_executor(compute.CORE_EXECUTOR, _warm_kernels)
+        seconds = await loop.run_in_executor(compute.CORE_EXECUTOR, compute.warm_kernels)
     except Exception:
         _log.exception("kernel warmup failed; health stays NOT_SERVING")
         return

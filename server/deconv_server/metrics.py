@@ -201,11 +201,14 @@ class MeteredLock:
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Acquire like :meth:`threading.Lock.acquire`, counted as queued while waiting."""
         m = self._metrics
-        self.waiting += 1
-        try:
-            acquired = self._lock.acquire(blocking, timeout)
-        finally:
-            self.waiting -= 1
+        if blocking:  # only the core thread waits; an inline try never does (or counts)
+            self.waiting += 1
+            try:
+                acquired = self._lock.acquire(blocking, timeout)
+            finally:
+                self.waiting -= 1
+        else:
+            acquired = self._lock.acquire(False)
         if acquired:
             self._since = time.perf_counter()
             m.core_busy.set(1)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from deconv import codec
 from deconv.v1 import deconv_pb2 as pb
+from deconv_server import compute
 from deconv_server.app import ServerHandle
 
 import deconv_core
@@ -60,6 +61,8 @@ class CoreHook:
 def hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[CoreHook]:
     h = CoreHook(deconv_core.execute)
     monkeypatch.setattr(deconv_core, "execute", h)  # what the servicer runs each plan with
+    # The hook makes tiny calls slow; real tiny calls may run inline, these must queue.
+    monkeypatch.setattr(compute, "INLINE_MAX_FLOPS", 0)
     try:
         yield h
     finally:
