@@ -90,15 +90,19 @@ class _Workers:
                 future.set_exception(exc)
 
     def run(self, jobs: list[Callable[[], object]]) -> None:
-        """Run ``jobs[i]`` on worker ``i`` (at most ``size`` jobs); wait for all, re-raise the
-        first error."""
+        """Run ``jobs[i]`` on worker ``i`` (at most ``size`` jobs); wait for every one, then
+        re-raise the first error (no job is still writing its outputs when this returns)."""
+        if len(jobs) > self.size:
+            raise ValueError(f"{len(jobs)} jobs for {self.size} workers")
         futures: list[Future] = []
         for q, job in zip(self._queues, jobs, strict=False):
             future: Future = Future()
             q.put((job, future))
             futures.append(future)
-        for f in futures:
-            f.result()
+        errors = [f.exception() for f in futures]  # waits for each
+        for error in errors:
+            if error is not None:
+                raise error
 
 
 def _pool(n: int) -> _Workers:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 import numba
 import numpy as np
@@ -28,8 +29,17 @@ def test_each_job_runs_on_its_own_worker_and_errors_reach_the_caller() -> None:
     def boom() -> None:
         raise ValueError("from a worker")
 
+    finished = threading.Event()
+
+    def slow() -> None:
+        time.sleep(0.2)
+        finished.set()
+
     with pytest.raises(ValueError, match="from a worker"):
-        workers.run([job, boom])
+        workers.run([slow, boom])
+    assert finished.is_set(), "run() returned while another job was still running"
+    with pytest.raises(ValueError, match="jobs for"):
+        workers.run([job] * (workers.size + 1))
 
 
 def test_run_parts_takes_every_item_once() -> None:
