@@ -8,7 +8,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from deconv_core import _engine
+from deconv_core import _engine, _threads
 from deconv_core.plan import execute, plan_conv, plan_conv_transpose
 
 __all__ = ["runtime_info", "set_num_threads", "warmup"]
@@ -68,7 +68,7 @@ def set_num_threads(n: int) -> None:
 
 
 def runtime_info() -> dict[str, Any]:
-    """What the core runs on: versions, threading layer, thread counts, BLAS.
+    """What the core runs on: versions, threading layer, thread counts, worker pinning, BLAS.
 
     Returns
     -------
@@ -86,6 +86,8 @@ def runtime_info() -> dict[str, Any]:
         "configured_threading_layer": numba.config.THREADING_LAYER,
         "num_threads": numba.get_num_threads(),
         "max_threads": numba.config.NUMBA_NUM_THREADS,
+        # one core worker pinned per CPU (when the process owns at most num_threads CPUs)
+        "workers_pinned": _threads.workers_pinned(),
     }
     try:
         from threadpoolctl import threadpool_info

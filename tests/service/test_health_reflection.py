@@ -154,4 +154,5 @@ def test_server_info(target: str) -> None:
     assert info.limits["max_message_bytes"] > 0 and info.limits["max_tensor_elements"] > 0
     assert info.numba_version == deconv_core.runtime_info()["numba_version"]
     assert info.threading_layer and info.threads >= 1
+    assert info.runtime["workers_pinned"] in ("true", "false")  # JSON text
     assert info.instance_id.count(":") >= 2 and info.warm
