@@ -25,6 +25,7 @@ from deconv_core.plan import (
     plan_conv,
     plan_conv_transpose,
 )
+from deconv_core.prepared import PreparedWeight, prepare_weight
 from deconv_core.restore import richardson_lucy, wiener_deconvolve
 from deconv_core.runtime import runtime_info, set_num_threads, warmup
 from deconv_core.solve import DeconvolveResult, deconvolve
@@ -47,6 +48,7 @@ __all__ = [
     "Gradients",
     "InvalidArgumentError",
     "Plan",
+    "PreparedWeight",
     "UnsupportedDtypeError",
     "__version__",
     "conv",
@@ -58,6 +60,7 @@ __all__ = [
     "explain",
     "plan_conv",
     "plan_conv_transpose",
+    "prepare_weight",
     "richardson_lucy",
     "runtime_info",
     "set_num_threads",

@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numba
 import numpy as np
@@ -42,10 +43,12 @@ from deconv_core import _gemm, _kernels, _phase, _phase_conv, _threads, _winogra
 from deconv_core.params import Geometry
 
 __all__ = [
+    "PREPARERS",
     "ROUTES",
     "choose_route",
     "image_macs",
     "phase_waste",
+    "prepare",
     "route_applies",
     "run",
     "workspace_bytes",
@@ -190,17 +193,41 @@ def _as_conv(w: np.ndarray, geom: Geometry) -> tuple[np.ndarray, Geometry]:
     return wf, conv_geom
 
 
-def _flipped_conv(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
+def _flipped_conv(
+    x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry, prepared: Any = None
+) -> np.ndarray:
     """Stride-1 transposed conv through the conv phase route (see :func:`_as_conv`)."""
-    wf, conv_geom = _as_conv(w, geom)
+    _, conv_geom = _as_conv_geometry(geom)
+    wf = prepared if prepared is not None else _as_conv(w, geom)[0]
     return _phase_conv.conv(x, wf, bias, conv_geom)
 
 
-def _winograd_route(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
+def _winograd_route(
+    x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry, prepared: Any = None
+) -> np.ndarray:
     """Winograd F(4x4, 3x3); stride-1 transposed convs through the flipped kernel."""
+    if prepared is not None:  # the transformed weight: the flip is in it
+        conv_geom = _as_conv_geometry(geom)[1] if geom.op == "conv_transpose" else geom
+        return _winograd.conv(x, w, bias, conv_geom, u=prepared)
     if geom.op == "conv_transpose":
         w, geom = _as_conv(w, geom)
     return _winograd.conv(x, w, bias, geom)
+
+
+def _winograd_weight(w: np.ndarray, geom: Geometry) -> np.ndarray:
+    if geom.op == "conv_transpose":
+        w, geom = _as_conv(w, geom)
+    return _winograd.transform_weight(w)
+
+
+#: The routes that turn the weight into a kernel-ready form on every call, and how: a caller
+#: that keeps the form (the server's weight cache) passes it back to :func:`run`.
+PREPARERS: dict[tuple[str, str], Callable[[np.ndarray, Geometry], np.ndarray]] = {
+    ("conv_transpose", "phase"): lambda w, geom: _phase.weight_matrix(w, geom, _phase.layout(geom)),
+    ("conv_transpose", "flip"): lambda w, geom: _as_conv(w, geom)[0],
+    ("conv_transpose", "winograd"): _winograd_weight,
+    ("conv", "winograd"): _winograd_weight,
+}
 
 
 def _patch_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
@@ -329,14 +356,40 @@ def choose_route(geom: Geometry, dtype: np.dtype | None = None) -> str:
     return "patch" if large else "gemm"
 
 
-def run(
-    x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry, route: str | None = None
-) -> np.ndarray:
-    """Compute one call on canonical arrays (see module docstring) by the chosen route."""
-    chosen = route or choose_route(geom, x.dtype)
-    if chosen in FLOAT32_ROUTES and x.dtype != np.float32:
-        chosen = EXACT_FALLBACK[geom.op]
-    if chosen == "direct":
-        return ROUTES[geom.op][chosen](x, w, bias, geom)
+def _effective(geom: Geometry, dtype: np.dtype, route: str | None) -> str:
+    """The route that runs: the chosen one, or its exact fallback for a non-float32 call."""
+    chosen = route or choose_route(geom, dtype)
+    if chosen in FLOAT32_ROUTES and np.dtype(dtype) != np.float32:
+        return EXACT_FALLBACK[geom.op]
+    return chosen
+
+
+def prepare(w: np.ndarray, geom: Geometry, route: str | None = None) -> np.ndarray | None:
+    """The kernel-ready form of the canonical weight ``w`` for the route that runs ``geom``
+    (read-only), or None when that route uses the weight as it is."""
+    make = PREPARERS.get((geom.op, _effective(geom, w.dtype, route)))
+    if make is None:
+        return None
     with _threads.blas_single_threaded():
-        return ROUTES[geom.op][chosen](x, w, bias, geom)
+        form = np.ascontiguousarray(make(w, geom))
+    form.setflags(write=False)
+    return form
+
+
+def run(
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray,
+    geom: Geometry,
+    route: str | None = None,
+    prepared: np.ndarray | None = None,
+) -> np.ndarray:
+    """Compute one call on canonical arrays (see module docstring) by the chosen route;
+    ``prepared`` is :func:`prepare`'s form of ``w`` for the same geometry and route."""
+    chosen = _effective(geom, x.dtype, route)
+    fn = ROUTES[geom.op][chosen]
+    extra = () if prepared is None or (geom.op, chosen) not in PREPARERS else (prepared,)
+    if chosen == "direct":
+        return fn(x, w, bias, geom)
+    with _threads.blas_single_threaded():
+        return fn(x, w, bias, geom, *extra)

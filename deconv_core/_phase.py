@@ -162,7 +162,13 @@ def workspace_bytes(geom: Geometry, itemsize: int, threads: int) -> int:
     return (max(1, threads) * per_worker + weight) * itemsize
 
 
-def transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
+def transpose(
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray,
+    geom: Geometry,
+    km: np.ndarray | None = None,
+) -> np.ndarray:
     """The transposed convolution ``geom`` (:func:`applies`) by output phases.
 
     Parameters
@@ -175,6 +181,8 @@ def transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) ->
         ``(C_out,)``.
     geom : Geometry
         The transposed convolution.
+    km : ndarray, optional
+        :func:`weight_matrix` of ``w`` for ``geom``, when the caller kept it.
 
     Returns
     -------
@@ -184,7 +192,8 @@ def transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) ->
     axes = layout(geom)
     G, cig, cog = geom.groups, geom.c_in_per_group, geom.c_out_per_group
     P = math.prod(geom.stride)
-    km = weight_matrix(w, geom, axes)
+    if km is None:
+        km = weight_matrix(w, geom, axes)
     L = tuple(ax.L for ax in axes)
     kin = cig * math.prod(L)
     U0, U1, RS = _grid(axes)

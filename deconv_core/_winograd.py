@@ -140,7 +140,9 @@ def workspace_bytes(geom: Geometry, threads: int) -> int:
     return weights + max(1, threads) * per_worker * 4 + 2 * 56 * n_seg + 128 * n_seg
 
 
-def conv(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.ndarray:
+def conv(
+    x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry, u: np.ndarray | None = None
+) -> np.ndarray:
     """The convolution ``geom`` (float32, :func:`applies`) by Winograd F(4x4, 3x3).
 
     Parameters
@@ -153,6 +155,8 @@ def conv(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.n
         ``(C_out,)`` float32.
     geom : Geometry
         The convolution.
+    u : ndarray, optional
+        :func:`transform_weight` of ``w``, when the caller kept it (``w`` is then not read).
 
     Returns
     -------
@@ -165,7 +169,8 @@ def conv(x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry) -> np.n
     O1, O2 = geom.out_size[1], geom.out_size[2]
     d1, d2 = geom.dilation[1], geom.dilation[2]
     p1, p2 = geom.offset[1], geom.offset[2]
-    u = transform_weight(w)
+    if u is None:
+        u = transform_weight(w)
     xf = x.reshape(-1)
     y = np.empty((geom.batch, c_out, 1, O1, O2), dtype=np.float32)
     yf = y.reshape(-1)

@@ -33,6 +33,7 @@ __all__ = [
     "WEIGHT_FORMATS",
     "Plan",
     "execute",
+    "kernel_weight",
     "plan_conv",
     "plan_conv_transpose",
 ]
@@ -117,6 +118,13 @@ class Plan:
     def output_elements(self) -> int:
         """Elements of the result."""
         return math.prod(self.output_shape)
+
+    @property
+    def weight_key(self) -> tuple[Any, ...]:
+        """What a kernel-ready weight (``deconv_core.prepare_weight``) depends on: the route,
+        the compute dtype and the engine's geometry of one image (any batch, any slice)."""
+        kernel = dataclasses.replace(self.engine_geometry, batch=0)
+        return (self.route, self.compute_dtype.str, kernel)
 
     def with_route(self, route: str) -> Plan:
         """The same plan on another compute route (for tests and benchmarks).
@@ -341,7 +349,18 @@ def _array(plan: Plan, what: str, value: Any, shape: tuple[int, ...]) -> np.ndar
     return arr
 
 
-def execute(plan: Plan, x: Any, weight: Any, bias: Any = None) -> np.ndarray:
+def kernel_weight(plan: Plan, weight: Any) -> np.ndarray:
+    """``weight`` checked against the plan and laid out for the engine (channels-first, three
+    spatial axes, the compute dtype)."""
+    wa = _array(plan, "weight", weight, plan.weight_shape)
+    nd = len(plan.weight_shape)
+    wl = wa.transpose(*(plan.layout.w_axis(j, nd) for j in range(nd)))
+    return stages.to_kernel(wl, plan.compute_dtype, plan.geometry.rank)
+
+
+def execute(
+    plan: Plan, x: Any, weight: Any, bias: Any = None, *, prepared: Any = None
+) -> np.ndarray:
     """Run a plan on arrays of its shapes; no parameter is canonicalised again.
 
     Parameters
@@ -353,6 +372,9 @@ def execute(plan: Plan, x: Any, weight: Any, bias: Any = None) -> np.ndarray:
         widened to float32 are accepted for float16 and bfloat16 plans).
     bias : array-like, optional
         Of ``plan.bias_shape``; required exactly when the plan has a bias.
+    prepared : PreparedWeight, optional
+        ``deconv_core.prepare_weight(plan, weight)`` kept from an earlier call (same route,
+        dtype and per-image geometry, any batch): the route skips transforming the weight.
 
     Returns
     -------
@@ -362,7 +384,8 @@ def execute(plan: Plan, x: Any, weight: Any, bias: Any = None) -> np.ndarray:
     Raises
     ------
     InvalidArgumentError
-        An array's shape differs from the plan's, or the bias is missing or unexpected.
+        An array's shape differs from the plan's, the bias is missing or unexpected, or
+        ``prepared`` was made for another plan.
     UnsupportedDtypeError
         An array's dtype differs from the plan's.
     """
@@ -372,8 +395,13 @@ def execute(plan: Plan, x: Any, weight: Any, bias: Any = None) -> np.ndarray:
             f"{plan.op}: {given} given, but the plan was made "
             f"{'with' if plan.bias_shape else 'without'} one"
         )
+    if prepared is not None and prepared.key != plan.weight_key:
+        raise InvalidArgumentError(
+            f"{plan.op}: the prepared weight was made for another plan (route, dtype or "
+            f"geometry differ); prepare it with deconv_core.prepare_weight for this plan"
+        )
     xa = _array(plan, "input", x, plan.input_shape)
-    wa = _array(plan, "weight", weight, plan.weight_shape)
+    w3 = kernel_weight(plan, weight)
     geom, layout = plan.geometry, plan.layout
     if geom.batch == 0:  # an empty batch: nothing to compute (docs/semantics.md)
         if bias is not None:
@@ -381,17 +409,16 @@ def execute(plan: Plan, x: Any, weight: Any, bias: Any = None) -> np.ndarray:
         return np.zeros(plan.output_shape, dtype=xa.dtype)
     nd = len(plan.input_shape)
     xl = xa.transpose(*(layout.x_axis(j, nd) for j in range(nd)))
-    wl = wa.transpose(*(layout.w_axis(j, nd) for j in range(nd)))
     dtype = plan.compute_dtype
     x3 = stages.to_kernel(xl, dtype, geom.rank)
-    w3 = stages.to_kernel(wl, dtype, geom.rank)
     if bias is None:
         b = np.zeros(geom.c_out, dtype)
     else:
         b = np.array(_array(plan, "bias", bias, plan.bias_shape or ()), dtype=dtype)  # writable
     kernel = plan.engine_geometry
     x3 = stages.pad_input(x3, geom, plan.padding_mode)
-    y = stages.finish_output(_engine.run(x3, w3, b, kernel, plan.route), geom, b)
+    form = None if prepared is None else prepared.array
+    y = stages.finish_output(_engine.run(x3, w3, b, kernel, plan.route, form), geom, b)
     y = y.reshape(geom.output_shape)
     if layout.data_format == "channels_last":
         y = np.ascontiguousarray(np.moveaxis(y, 1, -1))

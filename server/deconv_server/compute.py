@@ -150,6 +150,10 @@ class Job:
     arrays: tuple[Any, ...]
     cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
     core_seconds: float = 0.0
+    #: Where the weight's kernel-ready form is kept (a WeightCache) and the weight's digest
+    #: there: set for calls that name a cached weight, so the form is made once per weight.
+    weights: Any = None
+    digest: bytes = b""
 
     def run(self, lock: Any = CORE_LOCK) -> np.ndarray:
         """Compute the plan slice by slice under ``lock``; on the core thread.
@@ -175,15 +179,18 @@ class Job:
         plan = self.plan
         start = time.perf_counter()
         try:
+            ready = None
+            if self.weights is not None and self.digest:
+                ready = self.weights.prepared(self.digest, plan, w)
             slices = _batch_axis_slices(plan)
             if len(slices) == 1:
-                return deconv_core.execute(plan, x, w, b)
+                return deconv_core.execute(plan, x, w, b, prepared=ready)
             y = np.empty(plan.output_shape, dtype=x.dtype)
             for b0, b1 in slices:
                 if self.cancelled.is_set():
                     raise CancelledJobError
                 part = slice_plan(plan, b1 - b0)
-                y[b0:b1] = deconv_core.execute(part, x[b0:b1], w, b)
+                y[b0:b1] = deconv_core.execute(part, x[b0:b1], w, b, prepared=ready)
             return y
         finally:
             self.core_seconds = time.perf_counter() - start

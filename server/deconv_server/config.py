@@ -148,7 +148,11 @@ class ServerConfig:
     #: Weights kept for requests that name them by digest (LRU); a fixed bound of its own, on top
     #: of ``max_inflight_bytes`` (a call using a cached weight also reserves its bytes there).
     weight_cache_bytes: int = _setting(
-        256 * MIB, Kind.INT, "bytes of weights kept by digest (LRU), 0 = no cache", lo=0, hi=2**62
+        256 * MIB,
+        Kind.INT,
+        "bytes of weights kept by digest (LRU, their kernel-ready forms included), 0 = no cache",
+        lo=0,
+        hi=2**62,
     )
     #: HTTP/2 streams one connection may have open at once (gRPC's MAX_CONCURRENT_STREAMS).
     max_streams_per_connection: int = _setting(

@@ -19,7 +19,8 @@ deconv_core_seconds_total                counter   time the core spent computing
 deconv_warm                              gauge     1 once the kernels are compiled (SERVING)
 deconv_weight_cache_hits_total           counter   weights named by digest and found in the cache
 deconv_weight_cache_misses_total         counter   weights named by digest and not found
-deconv_weight_cache_bytes                gauge     bytes of weights kept by digest
+deconv_weight_cache_bytes                gauge     bytes of weights and their kernel-ready forms
+deconv_weight_forms_reused_total         counter   calls that reused a kept kernel-ready form
 deconv_weight_bytes_received_total       counter   weight bytes received (gRPC or shared memory)
 deconv_shared_memory_regions             gauge     shared-memory regions registered now
 deconv_shared_memory_read_bytes_total    counter   tensor bytes read from shared memory
@@ -253,7 +254,14 @@ class _WeightCacheCollector:
             "deconv_weight_cache_misses", "Weights named by digest and not found", value=c.misses
         )
         yield GaugeMetricFamily(
-            "deconv_weight_cache_bytes", "Bytes of weights kept by digest", value=c.used
+            "deconv_weight_cache_bytes",
+            "Bytes of weights kept by digest, their kernel-ready forms included",
+            value=c.used,
+        )
+        yield CounterMetricFamily(
+            "deconv_weight_forms_reused",
+            "Calls that reused a cached weight's kernel-ready form (no weight transform)",
+            value=c.form_hits,
         )
         yield CounterMetricFamily(
             "deconv_weight_bytes_received",

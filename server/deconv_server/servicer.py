@@ -322,7 +322,8 @@ class DeconvServicer(SharedMemoryRpcs):
 
     async def _compute(self, plan: RequestPlan, arrays: Any) -> np.ndarray:
         self._check_time(plan)
-        return await self._run_job(compute.Job(plan.core, arrays))
+        job = compute.Job(plan.core, arrays, weights=self._weights, digest=plan.digest or b"")
+        return await self._run_job(job)
 
     def _check_time(self, plan: RequestPlan) -> None:
         cfg = self._config

@@ -12,6 +12,11 @@ hashed again (:func:`verify`, off the event loop for large weights) and refused 
 INVALID_ARGUMENT when they do not match, so a caller cannot plant bytes under another weight's
 digest. Concurrent inserts of the same weight store it once. A weight larger than the whole
 cache is used but not kept.
+
+Routes that transform the weight before computing (the phase route's window matrix, Winograd's
+transform, the flipped kernel) have that form kept with the cached weight on first use
+(:meth:`WeightCache.prepared`), counted in the same byte limit, so a call naming a cached weight
+skips the transform too (T3: 30.5 -> 24.0 ms of compute).
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from deconv import wire
 from deconv.v1 import deconv_pb2 as pb
 
+import deconv_core
 from deconv_server.errors import RequestError, WeightCacheMissError, WeightCacheOffError
 
 __all__ = ["CachedWeight", "WeightCache", "verify"]
@@ -34,18 +40,29 @@ __all__ = ["CachedWeight", "WeightCache", "verify"]
 _THREAD_HASH_BYTES = 1 << 20
 
 
+#: Kernel-ready forms kept per weight at most (one per plan key: route, dtype, image geometry).
+MAX_FORMS = 4
+
+
 @dataclass(frozen=True)
 class CachedWeight:
-    """One kept weight: its wire dtype, shape and bytes (read-only)."""
+    """One kept weight: its wire dtype, shape and bytes (read-only), and the kernel-ready forms
+    routes made of it (``deconv_core.prepare_weight``), by plan ``weight_key``."""
 
     dtype: int
     shape: tuple[int, ...]
     data: bytes
+    forms: dict[Any, Any] = field(default_factory=dict, compare=False)
 
     @property
     def nbytes(self) -> int:
         """Size of the data in bytes."""
         return len(self.data)
+
+    @property
+    def total_bytes(self) -> int:
+        """The data and every kept form."""
+        return len(self.data) + sum(form.nbytes for form in self.forms.values())
 
 
 async def verify(op: str, digest: bytes, tensor: Any, data: Any) -> None:
@@ -102,6 +119,9 @@ class WeightCache:
         self.evictions = 0
         #: Weight bytes that arrived on the wire (every call; cache hits add nothing).
         self.weight_bytes_received = 0
+        #: Kernel-ready forms reused, and forms made and kept (:meth:`prepared`).
+        self.form_hits = 0
+        self.form_inserts = 0
 
     @property
     def used(self) -> int:
@@ -217,14 +237,60 @@ class WeightCache:
             if digest in self._entries:
                 self._entries.move_to_end(digest)
                 return True
-            while self._used + nbytes > self.limit and self._entries:
-                _, old = self._entries.popitem(last=False)
-                self._used -= old.nbytes
-                self.evictions += 1
+            self._make_room(nbytes)
             self._entries[digest] = entry
             self._used += nbytes
             self.inserts += 1
         return True
+
+    def _make_room(self, nbytes: int, keep: bytes | None = None) -> bool:
+        """Evict least recently used weights (never ``keep``) until ``nbytes`` more fit; the
+        caller holds the lock. Whether they fit."""
+        for digest in list(self._entries):
+            if self._used + nbytes <= self.limit:
+                break
+            if digest == keep:
+                continue
+            old = self._entries.pop(digest)
+            self._used -= old.total_bytes
+            self.evictions += 1
+        return self._used + nbytes <= self.limit
+
+    def prepared(self, digest: bytes, plan: Any, weight: Any) -> Any:
+        """The kernel-ready form of the kept weight ``digest`` for ``plan`` (a
+        ``deconv_core.PreparedWeight``), made on its first use and kept with the weight, its
+        bytes counted in the cache's; None when the weight is not kept. Runs where the core
+        runs (it may compute the form), thread-safe.
+
+        Parameters
+        ----------
+        digest : bytes
+        plan : deconv_core.Plan
+        weight : ndarray
+            The weight's values (as decoded for the call).
+        """
+        key = plan.weight_key
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            form = entry.forms.get(key)
+            if form is not None:
+                self.form_hits += 1
+                return form
+        form = deconv_core.prepare_weight(plan, weight)
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None or key in entry.forms or len(entry.forms) >= MAX_FORMS:
+                return form
+            if entry.total_bytes + form.nbytes > self.limit:
+                return form
+            if not self._make_room(form.nbytes, keep=digest):
+                return form
+            entry.forms[key] = form
+            self._used += form.nbytes
+            self.form_inserts += 1
+        return form
 
 
 def _dtype(value: int) -> str:

@@ -48,13 +48,13 @@ class CoreHook:
         self.started = threading.Event()
         self.release = threading.Event()
 
-    def __call__(self, plan: Any, x: np.ndarray, *args: Any) -> np.ndarray:
+    def __call__(self, plan: Any, x: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
         first = float(x.flat[0])
         self.calls.append(first)
         if first == SLOW:
             self.started.set()
             assert self.release.wait(30), "the test never released the core"
-        return self.real(plan, x, *args)
+        return self.real(plan, x, *args, **kwargs)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from deconv_server.metrics import Metrics
 from deconv_server.weights import WeightCache
 from prometheus_client import generate_latest
 
+import deconv_core
 from tests.service.conftest import extra_server
 from tests.service.helpers import core, raw_stub
 
@@ -286,3 +287,37 @@ def test_a_frozen_weight_is_hashed_once(server: ServerHandle, monkeypatch: pytes
         got = client.conv_transpose(x, plain, stride=2)
         np.testing.assert_array_equal(got, core("conv_transpose", x, plain, stride=2))
         assert len(hashed) == 3
+
+
+def _phase_call() -> tuple[np.ndarray, np.ndarray, object]:
+    """A transposed conv on the phase route (k = s): its weight matrix is a kept form."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((1, 64, 16, 16)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 2, 2)).astype(np.float32)  # 64 KiB: sent by digest
+    plan = deconv_core.plan_conv_transpose(x.shape, w.shape, dtype="float32", stride=2)
+    assert plan.route == "phase"
+    return x, w, plan
+
+
+@pytest.mark.parametrize("limit_kib", [1024, 100])
+def test_a_cached_weight_keeps_its_kernel_ready_form_within_the_limit(limit_kib: int) -> None:
+    x, w, plan = _phase_call()
+    form_bytes = deconv_core.prepare_weight(plan, w).nbytes
+    assert form_bytes == 64 * KIB
+    handle = extra_server(weight_cache_bytes=limit_kib * KIB)
+    try:
+        cache = handle.servicer.weights
+        with Client(handle.target, timeout=30) as c:
+            first = c.conv_transpose(x, w, stride=2)  # the weight's bytes, stored
+            again = c.conv_transpose(x, w, stride=2)  # by digest
+        want = core("conv_transpose", x, w, stride=2)
+        assert first.tobytes() == want.tobytes() and again.tobytes() == want.tobytes()
+        assert cache.hits >= 1
+        if limit_kib * KIB >= w.nbytes + form_bytes:  # both fit: made once, then reused
+            assert (cache.form_inserts, cache.form_hits) == (1, 1)
+            assert cache.used == w.nbytes + form_bytes
+        else:  # the weight fits, its form would not: made per call, never kept
+            assert (cache.form_inserts, cache.form_hits) == (0, 0)
+            assert cache.used == w.nbytes
+    finally:
+        handle.stop(0).wait(10)
