@@ -53,9 +53,17 @@ class Backend:
 
 
 class DeconvBackend(Backend):
-    """deconv_core.conv / deconv_core.conv_transpose, channels-first, PyTorch weight layout."""
+    """deconv_core.conv / deconv_core.conv_transpose, channels-first, PyTorch weight layout.
+
+    With ``prepared_weights`` each case is planned once and its weight's kernel-ready form kept
+    (``deconv_core.prepare_weight``, as the server's weight cache does and as onnxruntime
+    prepacks the initializers of its session); every call then runs ``execute`` on the plan.
+    """
 
     name = "deconv"
+
+    def __init__(self, prepared_weights: bool = False) -> None:
+        self.prepared_weights = prepared_weights
 
     def unavailable(self) -> str | None:
         try:
@@ -73,25 +81,32 @@ class DeconvBackend(Backend):
         except Exception:  # pragma: no cover - not installed as a distribution
             return None
 
-    def route(self, case: Case) -> str:
-        """The compute route deconv_core's planner picks for ``case`` (float32)."""
+    @staticmethod
+    def plan(case: Case) -> Any:
+        """deconv_core's float32 plan of ``case`` (with a bias)."""
         import deconv_core
 
         p = case.params()
         kw = {"stride": p["stride"], "padding": p["padding"], "dilation": p["dilation"],
               "groups": case.groups}
         if case.op == "conv_transpose":
-            plan = deconv_core.plan_conv_transpose(
+            return deconv_core.plan_conv_transpose(
                 case.input_shape, case.weight_shape, (case.out_channels,),
                 output_padding=p["output_padding"], **kw)
-        else:
-            plan = deconv_core.plan_conv(case.input_shape, case.weight_shape,
-                                         (case.out_channels,), **kw)
-        return plan.route
+        return deconv_core.plan_conv(case.input_shape, case.weight_shape,
+                                     (case.out_channels,), **kw)
+
+    def route(self, case: Case) -> str:
+        """The compute route deconv_core's planner picks for ``case`` (float32)."""
+        return self.plan(case).route
 
     def prepare(self, case: Case, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> Runner:
         import deconv_core
 
+        if self.prepared_weights:
+            plan = self.plan(case)
+            ready = deconv_core.prepare_weight(plan, w)
+            return lambda: deconv_core.execute(plan, x, w, b, prepared=ready)
         p = case.params()
         if case.op == "conv_transpose":
             return lambda: deconv_core.conv_transpose(
@@ -224,9 +239,11 @@ class OrtBackend(Backend):
         return lambda: sess.run(None, feed)[0]
 
 
-def default_backends(threads: int = 2, *, torch: bool = True, ort: bool = True) -> list[Backend]:
+def default_backends(
+    threads: int = 2, *, torch: bool = True, ort: bool = True, prepared_weights: bool = False
+) -> list[Backend]:
     """deconv first, then the competitors that were not switched off."""
-    out: list[Backend] = [DeconvBackend()]
+    out: list[Backend] = [DeconvBackend(prepared_weights)]
     if torch:
         out.append(TorchBackend(threads))
     if ort:

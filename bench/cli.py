@@ -43,6 +43,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ref.add_argument("--no-reference", action="store_true", help="never run the numpy oracle")
     ap.add_argument("--no-peak", action="store_true", help="skip the FP32 matmul peak")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
+    ap.add_argument("--prepared-weights", action="store_true",
+                    help="deconv plans each case once and keeps its weight's kernel-ready form "
+                         "(deconv_core.prepare_weight), as onnxruntime prepacks initializers")
     ap.add_argument("--no-startup", action="store_true",
                     help="skip the cold/cached JIT start-up subprocesses")
     args = ap.parse_args(argv)
@@ -73,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         _log(f"error: {exc}")
         return 2
-    backends = default_backends(args.threads, torch=not args.no_torch, ort=not args.no_ort)
+    backends = default_backends(args.threads, torch=not args.no_torch, ort=not args.no_ort,
+                                prepared_weights=args.prepared_weights)
     for b in backends:  # imports torch/onnxruntime now, so the limits below reach their pools
         reason = b.unavailable()
         _log(f"backend {b.name}: {'skipped, ' + reason if reason else 'ok'}")
@@ -97,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     reference: bool | str = False if args.no_reference else (True if args.reference else "auto")
     report.update(run_benchmark(cases, backends, repeat=args.repeat, warmup=args.warmup,
                                 seed=args.seed, reference=reference, progress=_log))
+    report["settings"]["deconv_weights"] = (
+        "prepared once per case" if args.prepared_weights else "transformed on every call"
+    )
     report["loadavg_after_timing"] = os.getloadavg()
     try:  # after the run, so the threading layer is known
         import deconv_core

@@ -106,6 +106,9 @@ def format_report(report: dict[str, Any]) -> str:
         out.append("thread wait settings: "
                    + ", ".join(f"{k}={v}" for k, v in host["wait"].items())
                    + f"; core workers pinned one per CPU: {host.get('workers_pinned', '?')}")
+    if report.get("settings", {}).get("deconv_weights"):
+        out.append(f"deconv weights: {report['settings']['deconv_weights']} "
+                   f"(--prepared-weights keeps them, as onnxruntime's session does)")
     if report.get("settings", {}).get("timing"):
         out.append(f"timing: {report['settings']['timing']}, median of "
                    f"{report['settings']['repeat']} rounds after {report['settings']['warmup']}")

@@ -150,3 +150,11 @@ def test_peak_rss_delta_sees_a_known_allocation():
     assert 44 <= mib <= 60
     x, w, b = make_inputs(TINY[0])
     assert x.dtype == w.dtype == b.dtype == np.float32
+
+
+def test_prepared_weights_backend_computes_the_same_bits():
+    for case in TINY:
+        x, w, b = make_inputs(case, 0)
+        plain = DeconvBackend().prepare(case, x, w, b)()
+        prepared = DeconvBackend(prepared_weights=True).prepare(case, x, w, b)()
+        assert prepared.tobytes() == plain.tobytes(), case.id
