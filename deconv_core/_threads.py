@@ -70,18 +70,27 @@ class _Workers:
         self.size = n
         self._queues: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(n)]
         cpus = _pinned_cpus(n)
-        self.pinned = cpus is not None
+        started: list[Future] = []
         for i, q in enumerate(self._queues):
             cpu = None if cpus is None else cpus[i % len(cpus)]
+            pinned: Future = Future()
             threading.Thread(
-                target=self._serve, args=(q, cpu), name=f"deconv-core-{i}", daemon=True
+                target=self._serve, args=(q, cpu, pinned), name=f"deconv-core-{i}", daemon=True
             ).start()
+            started.append(pinned)
+        #: Whether every worker runs pinned to its own CPU (False where the system refused).
+        self.pinned = cpus is not None and all(f.result(timeout=10) for f in started)
 
     @staticmethod
-    def _serve(q: queue.SimpleQueue, cpu: int | None) -> None:
+    def _serve(q: queue.SimpleQueue, cpu: int | None, pinned: Future) -> None:
+        ok = False
         if cpu is not None:
-            with contextlib.suppress(OSError):
+            try:
                 os.sched_setaffinity(0, {cpu})
+                ok = True
+            except OSError:  # a sandbox may refuse it: run unpinned
+                pass
+        pinned.set_result(ok)
         while True:
             job, future = q.get()
             try:
