@@ -370,8 +370,7 @@ def prepare(w: np.ndarray, geom: Geometry, route: str | None = None) -> np.ndarr
     make = PREPARERS.get((geom.op, _effective(geom, w.dtype, route)))
     if make is None:
         return None
-    with _threads.blas_single_threaded():
-        form = np.ascontiguousarray(make(w, geom))
+    form = np.ascontiguousarray(make(w, geom))  # Numba kernels and copies: no BLAS
     form.setflags(write=False)
     return form
 
