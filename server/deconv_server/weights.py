@@ -246,6 +246,8 @@ class WeightCache:
     def _make_room(self, nbytes: int, keep: bytes | None = None) -> bool:
         """Evict least recently used weights (never ``keep``) until ``nbytes`` more fit; the
         caller holds the lock. Whether they fit."""
+        if self._used + nbytes <= self.limit:  # the usual case: no copy of the key list
+            return True
         for digest in list(self._entries):
             if self._used + nbytes <= self.limit:
                 break

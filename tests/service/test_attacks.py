@@ -224,12 +224,17 @@ def test_idle_watch_and_reflection_streams_cost_nothing(victim: Proc) -> None:
             call.cancel()
 
 
-def test_stalled_upload_and_header_only_claims_hold_no_bytes(victim: Proc) -> None:
-    rss_before = victim.status("VmRSS")
+def _claim_64_mib() -> pb.TransposedConvRequest:
+    """A request whose input header claims 16 Mi float32 elements (64 MiB), with no data."""
     header = _request()
     header.stride[:] = [1]
-    # Claims 16 Mi elements of float32 (64 MiB) and sends none of them.
     header.input.CopyFrom(pb.Tensor(dtype=pb.DTYPE_FLOAT32, shape=[1, 4, 2048, 2048]))
+    return header
+
+
+def test_stalled_upload_and_header_only_claims_hold_no_bytes(victim: Proc) -> None:
+    rss_before = victim.status("VmRSS")
+    header = _claim_64_mib()  # and none of its bytes are ever sent
     stop = threading.Event()
 
     def claim() -> Iterator[pb.TransposedConvRequestChunk]:
@@ -259,9 +264,7 @@ def test_stalled_upload_and_header_only_claims_hold_no_bytes(victim: Proc) -> No
 def test_claims_that_send_a_little_hold_only_what_they_sent(victim: Proc) -> None:
     """A 64 MiB claim that sends 64 KiB and stalls holds 64 KiB, counted, in memory too."""
     rss_before = victim.status("VmRSS")
-    header = _request()
-    header.stride[:] = [1]
-    header.input.CopyFrom(pb.Tensor(dtype=pb.DTYPE_FLOAT32, shape=[1, 4, 2048, 2048]))
+    header = _claim_64_mib()
     stop = threading.Event()
 
     def claim() -> Iterator[bytes]:
