@@ -58,9 +58,10 @@ soak: install-test
 	$(PY) -m pytest -m soak $(PYTEST_ARGS)
 
 # CONTAINER_CHECK: a command that builds the Dockerfile with podman, runs the image until its
-# HEALTHCHECK passes and runs $$SMOKE_CMD against it (the development machines provide one).
-CONTAINER_CHECK ?= ../shared/tools/container-check
+# HEALTHCHECK passes and runs $$SMOKE_CMD against it (found on PATH, or give its path).
+CONTAINER_CHECK ?= container-check
 image-check: install-test
+	@command -v $(CONTAINER_CHECK) >/dev/null || { echo "image-check: no $(CONTAINER_CHECK) command; set CONTAINER_CHECK=/path/to/it"; exit 2; }
 	SMOKE_CMD='$(CURDIR)/$(PY) $(CURDIR)/deploy/smoke.py --target $$TARGET' $(CONTAINER_CHECK) $(CURDIR)
 
 clean:
