@@ -1,4 +1,5 @@
-"""Kernel-ready weights (``deconv_core.prepare_weight``): same bits, any batch, refused elsewhere.
+"""Kernel-ready weights (``deconv_core.prepare_weight``): used, same bits, any batch, refused
+elsewhere.
 
 Every route that transforms its weight on each call (the phase route of transposed convolution,
 the flip route, Winograd for convs and transposed convs) is forced on small geometries; the
@@ -53,6 +54,9 @@ def test_a_prepared_weight_gives_the_same_bits_in_any_batch(cid, op, xs, ws, kw,
     assert not ready.array.flags.writeable
     want = deconv_core.execute(plan, x, w)
     assert deconv_core.execute(plan, x, w, prepared=ready).tobytes() == want.tobytes()
+    # The route computes from the form, not from the weight passed beside it.
+    zeros = np.zeros_like(w)
+    assert deconv_core.execute(plan, x, zeros, prepared=ready).tobytes() == want.tobytes()
     one = _plan(op, (1, *xs[1:]), ws, kw, dtype).with_route(route)  # another batch, same key
     got = deconv_core.execute(one, x[:1], w, prepared=ready)
     assert got.tobytes() == want[:1].tobytes()

@@ -56,6 +56,23 @@ def test_run_parts_takes_every_item_once() -> None:
     assert sorted(taken) == items
 
 
+def _affinity_allowed(cpu: int) -> bool:
+    """Whether this system lets a thread pin itself (tried on a throwaway thread)."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            os.sched_setaffinity(0, {cpu})
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    return result == [True]
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity API")
 def test_workers_are_pinned_one_per_cpu_where_the_process_owns_its_cpus() -> None:
     n = numba.get_num_threads()
@@ -63,6 +80,8 @@ def test_workers_are_pinned_one_per_cpu_where_the_process_owns_its_cpus() -> Non
     workers = _threads._pool(n)
     if not 1 < len(cpus) <= workers.size:  # a larger, shared CPU set: never pinned
         assert not workers.pinned
+    elif _affinity_allowed(cpus[0]):  # the process owns its CPUs and may pin: it must
+        assert workers.pinned
     masks: dict[int, set[int]] = {}
 
     def record(i: int):
