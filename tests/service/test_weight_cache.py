@@ -321,3 +321,25 @@ def test_a_cached_weight_keeps_its_kernel_ready_form_within_the_limit(limit_kib:
             assert cache.used == w.nbytes
     finally:
         handle.stop(0).wait(10)
+
+
+def test_a_weight_keeps_at_most_max_forms_kernel_ready_forms() -> None:
+    from deconv_server.weights import MAX_FORMS
+
+    _, w, _ = _phase_call()
+    cache = WeightCache(64 * 1024 * KIB)
+    header = pb.Tensor(dtype=pb.DTYPE_FLOAT32, shape=list(w.shape))
+    digest = wire.weight_digest(pb.DTYPE_FLOAT32, w.shape, w)
+    assert cache.store(digest, header, w.tobytes())
+    for size in range(8, 8 + MAX_FORMS + 2):  # more image sizes, so more plan keys, than kept
+        plan = deconv_core.plan_conv_transpose((1, 64, size, size), w.shape, dtype="float32",
+                                               stride=2)  # fmt: skip
+        form = cache.prepared(digest, plan, w)
+        assert form is not None and form.key == plan.weight_key
+    assert cache.form_inserts == MAX_FORMS
+    assert cache.used == w.nbytes + sum(
+        deconv_core.prepare_weight(
+            deconv_core.plan_conv_transpose((1, 64, s, s), w.shape, dtype="float32", stride=2), w
+        ).nbytes
+        for s in range(8, 8 + MAX_FORMS)
+    )
