@@ -47,53 +47,57 @@ def _add_scaled(out, src, wv, lo, hi, s, base) -> None:
             out[o] += wv * src[o * s + base]
 
 
-@numba.njit(cache=True, inline="always")
-def _scatter_tap(out, src, t0, t1, t2, stride, dilation, offset) -> None:
-    """``out[i*s + t*d - off] += src[i]`` for tap ``(t0, t1, t2)``: the input positions of a
-    column plane ``src`` (N0, N1, N2) added where that tap puts them in ``out`` (O0, O1, O2)."""
-    N0, N1, N2 = src.shape
-    O0, O1, O2 = out.shape
-    s0, s1, s2 = stride
-    d0, d1, d2 = dilation
-    f0, f1, f2 = offset
-    lo0, hi0 = _range(N0, O0, s0, t0 * d0, f0)
-    lo1, hi1 = _range(N1, O1, s1, t1 * d1, f1)
-    lo2, hi2 = _range(N2, O2, s2, t2 * d2, f2)
-    base2 = t2 * d2 - f2
-    for i0 in range(lo0, hi0):
-        p0 = i0 * s0 + t0 * d0 - f0
-        for i1 in range(lo1, hi1):
-            p1 = i1 * s1 + t1 * d1 - f1
-            row = out[p0, p1]
-            srow = src[i0, i1]
-            if s2 == 1:  # contiguous, vectorisable
-                for i2 in range(lo2, hi2):
-                    row[i2 + base2] += srow[i2]
-            else:
-                for i2 in range(lo2, hi2):
-                    row[i2 * s2 + base2] += srow[i2]
-
-
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def col2im_image(cols, bias, y, stride, dilation, offset, c0):  # pragma: no cover - compiled
     """Scatter one image's GEMM columns into its output and add the bias, on the calling thread
     (a worker of ``_threads.run_parts``; serial: the work items are the parallelism).
 
     cols : (G, Cc, K0, K1, K2, N0, N1, N2), output channels ``c0 .. c0+Cc`` of every group;
-    bias : (C_out,); y : (C_out, O0, O1, O2), the image's output.
+    bias : (C_out,); y : (C_out, O0, O1, O2), the image's output. For each output channel: the
+    bias, then every tap's plane added where the tap puts it (``y[i*s + t*d - off] += cols[t, i]``),
+    taps in order. Flat unsigned indices throughout: array views and signed indices (with their
+    wrap-around checks) in the inner loops ran this 3x slower (T1's 64-channel block: 0.39 ms
+    against 0.13).
     """
-    G, Cc, K0, K1, K2 = cols.shape[:5]
-    Cog = y.shape[0] // G
+    G, Cc, K0, K1, K2, N0, N1, N2 = cols.shape
+    C, O0, O1, O2 = y.shape
+    Cog = C // G
+    s0, s1, s2 = stride
+    d0, d1, d2 = dilation
+    f0, f1, f2 = offset
+    cf = cols.reshape(-1)
+    yf = y.reshape(-1)
+    plane = np.uint64(O0 * O1 * O2)
+    nplane = np.uint64(N0 * N1 * N2)
+    step = np.uint64(s2)
     for g in range(G):
         for o in range(Cc):
             co = g * Cog + c0 + o
-            out = y[co]
-            _fill(out, bias[co])
+            yb = np.uint64(co) * plane
+            bc = bias[co]
+            for v in range(plane):
+                yf[yb + v] = bc
             for t0 in range(K0):
+                lo0, hi0 = _range(N0, O0, s0, t0 * d0, f0)
                 for t1 in range(K1):
+                    lo1, hi1 = _range(N1, O1, s1, t1 * d1, f1)
                     for t2 in range(K2):
-                        _scatter_tap(out, cols[g, o, t0, t1, t2], t0, t1, t2,
-                                     stride, dilation, offset)  # fmt: skip
+                        lo2, hi2 = _range(N2, O2, s2, t2 * d2, f2)
+                        n = np.uint64(hi2 - lo2)
+                        tap = (((g * Cc + o) * K0 + t0) * K1 + t1) * K2 + t2
+                        sb = np.uint64(tap) * nplane
+                        for i0 in range(lo0, hi0):
+                            p0 = i0 * s0 + t0 * d0 - f0
+                            for i1 in range(lo1, hi1):
+                                p1 = i1 * s1 + t1 * d1 - f1
+                                ob = yb + np.uint64((p0 * O1 + p1) * O2 + lo2 * s2 + t2 * d2 - f2)
+                                sr = sb + np.uint64((i0 * N1 + i1) * N2 + lo2)
+                                if s2 == 1:  # contiguous, vectorisable
+                                    for v in range(n):
+                                        yf[ob + v] += cf[sr + v]
+                                else:
+                                    for v in range(n):
+                                        yf[ob + step * v] += cf[sr + v]
 
 
 @numba.njit(**_JIT)
