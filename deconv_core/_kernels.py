@@ -74,9 +74,7 @@ def col2im_image(cols, bias, y, stride, dilation, offset, c0):  # pragma: no cov
         for o in range(Cc):
             co = g * Cog + c0 + o
             yb = np.uint64(co) * plane
-            bc = bias[co]
-            for v in range(plane):
-                yf[yb + v] = bc
+            _fill(y[co], bias[co])  # one view per channel: cheap; per tap it was not
             for t0 in range(K0):
                 lo0, hi0 = _range(N0, O0, s0, t0 * d0, f0)
                 for t1 in range(K1):
