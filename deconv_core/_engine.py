@@ -24,7 +24,9 @@ the output with three spatial axes. Routes:
     phases waste many zero taps (3x3 stride 2: 16 taps computed for 9) or that are dilated.
 ``winograd``
     float32 3x3 stride-1 2-D convs (any dilation), and stride-1 transposed convs through the
-    flipped kernel: Winograd F(4x4, 3x3), 4x fewer multiplications (``deconv_core._winograd``).
+    flipped kernel: Winograd F(4x4, 3x3), 4x fewer multiplications (``deconv_core._winograd``);
+    float32 3x3 stride-2 2-D convs: Winograd F(2, 2) on the even input phase of each axis, 25
+    multiplications per 2x2 output tile instead of 36 (``deconv_core._winograd_s2``).
     float64 calls keep the exact routes (:func:`choose_route` with ``dtype``; a float64 call
     forced onto a float32-only route runs ``EXACT_FALLBACK``).
 """
@@ -39,7 +41,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from deconv_core import _gemm, _kernels, _phase, _phase_conv, _threads, _winograd
+from deconv_core import _gemm, _kernels, _phase, _phase_conv, _threads, _winograd, _winograd_s2
 from deconv_core.params import Geometry
 
 __all__ = [
@@ -71,6 +73,9 @@ PATCH_MIN_KERNEL_WIDTH = 8
 #: image (measured on 3x3 64->64 convs, batches 1 and 2: phase/flip faster at 14.7M per image,
 #: about equal at 21M, Winograd 1.1-2.7x faster from 29M; 1.7x faster at 150M).
 WINOGRAD_MIN_MACS = 1 << 24
+#: The same for the stride-2 Winograd route against the conv phase route (see
+#: :func:`choose_route`).
+WINOGRAD_S2_MIN_MACS = 1 << 24
 #: The transposed phase route computes ``phase_waste`` times the direct work (zero taps of
 #: phases with fewer taps, windows that straddle two phases' ranges, row padding). Where the
 #: kernel windows of neighbouring inputs overlap (a kernel longer than its stride on some axis)
@@ -141,6 +146,8 @@ def workspace_bytes(route: str, geom: Geometry, itemsize: int, threads: int) -> 
     if route == "winograd":
         if geom.op == "conv_transpose":  # plus the flipped copy of the weight
             return flipped + _winograd.workspace_bytes(_as_conv_geometry(geom)[1], threads)
+        if _winograd_s2.applies(geom):
+            return _winograd_s2.workspace_bytes(geom, threads)
         return _winograd.workspace_bytes(geom, threads)
     if route == "phase" and geom.op == "conv":
         return _phase_conv.workspace_bytes(geom, itemsize, threads)
@@ -205,7 +212,10 @@ def _flipped_conv(
 def _winograd_route(
     x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry, prepared: Any = None
 ) -> np.ndarray:
-    """Winograd F(4x4, 3x3); stride-1 transposed convs through the flipped kernel."""
+    """Winograd F(4x4, 3x3) or, for stride-2 convs, the stride-2 Winograd; stride-1 transposed
+    convs through the flipped kernel."""
+    if _winograd_s2.applies(geom):
+        return _winograd_s2.conv(x, w, bias, geom, u=prepared)
     if prepared is not None:  # the transformed weight: the flip is in it
         conv_geom = _as_conv_geometry(geom)[1] if geom.op == "conv_transpose" else geom
         return _winograd.conv(x, w, bias, conv_geom, u=prepared)
@@ -215,6 +225,8 @@ def _winograd_route(
 
 
 def _winograd_weight(w: np.ndarray, geom: Geometry) -> np.ndarray:
+    if _winograd_s2.applies(geom):
+        return _winograd_s2.transform_weight(w)
     if geom.op == "conv_transpose":
         w, geom = _as_conv(w, geom)
     return _winograd.transform_weight(w)
@@ -269,7 +281,7 @@ def _winograd_applies(geom: Geometry) -> bool:
         if geom.stride != (1, 1, 1):
             return False
         geom = _as_conv_geometry(geom)[1]
-    return _winograd.applies(geom)
+    return _winograd.applies(geom) or _winograd_s2.applies(geom)
 
 
 def phase_waste(geom: Geometry) -> float:
@@ -286,8 +298,9 @@ def phase_waste(geom: Geometry) -> float:
 def route_applies(route: str, geom: Geometry, dtype: np.dtype | None = None) -> bool:
     """Whether ``route`` can compute ``geom``.
 
-    ``flip`` needs stride 1, ``winograd`` a 3x3 stride-1 2-D kernel (see
-    :func:`deconv_core._winograd.applies`), the transposed ``phase`` a stride above 1 and no
+    ``flip`` needs stride 1, ``winograd`` a 3x3 2-D kernel, stride 1 (see
+    :func:`deconv_core._winograd.applies`) or a conv's stride 2 without dilation (see
+    :func:`deconv_core._winograd_s2.applies`), the transposed ``phase`` a stride above 1 and no
     dilation; the others apply to any geometry. With ``dtype``
     given, float32-only routes refuse other dtypes (without it they run the exact route instead).
     """
@@ -341,8 +354,10 @@ def choose_route(geom: Geometry, dtype: np.dtype | None = None) -> str:
     if geom.c_in_per_group * geom.c_out_per_group <= 4 or per_image < SMALL_MACS:
         return "direct"
     fast = dtype is None or np.dtype(dtype) == np.float32
-    if fast and _winograd_applies(geom) and per_image >= WINOGRAD_MIN_MACS:
-        return "winograd"
+    if fast and _winograd_applies(geom):
+        strided = _winograd_s2.applies(geom)
+        if per_image >= (WINOGRAD_S2_MIN_MACS if strided else WINOGRAD_MIN_MACS):
+            return "winograd"
     if geom.op == "conv":
         return "phase"
     if geom.stride == (1, 1, 1):

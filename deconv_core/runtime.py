@@ -44,10 +44,13 @@ def warmup() -> float:
         # One output plane: the direct conv splits its rows (when there are several threads).
         mono = plan_conv((1, 1, 3, 3), (1, 1, 2, 2), (1,), dtype=dtype)
         execute(mono.with_route("direct"), x[:, :1], w[:1, :1], b[:1])
-        # Winograd needs a 3x3 kernel and 4 channels per group (float64 runs its exact fallback).
+        # Winograd (stride 1 and 2) needs a 3x3 kernel and 4 channels per group (float64 runs its
+        # exact fallback).
         xw, ww, bw = np.ones((1, 4, 4, 4), dtype), np.ones((4, 4, 3, 3), dtype), np.zeros(4, dtype)
         winograd = plan_conv(xw.shape, ww.shape, bw.shape, dtype=dtype, padding=1)
         execute(winograd.with_route("winograd"), xw, ww, bw)
+        strided = plan_conv(xw.shape, ww.shape, bw.shape, dtype=dtype, stride=2, padding=1)
+        execute(strided.with_route("winograd"), xw, ww, bw)
     return time.perf_counter() - start
 
 

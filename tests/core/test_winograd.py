@@ -1,4 +1,5 @@
-"""The Winograd F(4x4, 3x3) route forced over its own oracle grid, and its error bound.
+"""The Winograd routes (F(4x4, 3x3) and stride 2) forced over their own oracle grids, and
+their error bounds.
 
 The shared grid (tests/core/cases.py) has at most 4 channels and few 3x3 kernels, so the route
 (3x3 stride-1 2-D kernels, at least ``_winograd.MIN_CHANNELS`` input channels per group) rarely
@@ -9,6 +10,11 @@ TF weights, non-contiguous inputs, bias or not, transposed convs through the fli
 rows long enough to span several blocks. float32 results must be inside the suite's tolerance
 (1e-5 of each output's sum of |terms|) and within 1e-5 of max|y|; float64 calls forced onto the
 route must run the exact routes (float64 accuracy).
+
+The stride-2 route (3x3 stride-2 convs, 2x2 output tiles of 5x5 inputs, blocks of at most
+``_winograd_s2_kernels.TB`` tiles) has a grid of its own: input sizes 1..16 per axis (odd and
+even output sizes, tiles whose 5x5 window crosses the border on either side), every padding
+form, groups, batches, layouts and weight formats, and images of several blocks.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import numpy as np
 import pytest
 
 import deconv_core
-from deconv_core import _engine, _winograd
+from deconv_core import _engine, _winograd, _winograd_s2, _winograd_s2_kernels
 
 from .cases import CT, CV, Case
 from .helpers import assert_matches, run_oracle
@@ -74,7 +80,36 @@ def _cases() -> list[Case]:
     return out
 
 
-CASES = _cases()
+def _s2_cases() -> list[Case]:
+    rng = np.random.default_rng(12)
+    out = []
+    for i in range(60):
+        groups = 2 if i % 7 == 3 else 1
+        cig = int(rng.integers(_winograd_s2.MIN_CHANNELS, 9))
+        pad = PADS[i % len(PADS)]
+        n = [int(v) for v in rng.integers(1, 17, 2)]
+        n = [max(na, 3 - _pad_total(pad, a)) for a, na in enumerate(n)]  # the kernel fits
+        out.append(
+            Case(
+                op=CV, n=tuple(n), k=(3, 3), C_in=groups * cig,
+                C_out=groups * int(rng.integers(1, 7)), groups=groups, N=(1, 2, 3)[i % 3],
+                stride=2, padding=pad, dtype="float32" if i % 6 else "float64",
+                data_format="channels_last" if i % 5 == 1 else "channels_first",
+                weight_format="tf" if i % 4 == 3 else "torch",
+                layout=("contiguous", "sliced", "transposed")[i % 3] if i % 2 else "contiguous",
+                bias=i % 4 != 1, tag="wino-s2",
+            )
+        )
+    tiles = _winograd_s2_kernels.TB
+    # an image of several blocks (a partial last one), and a tile row longer than a block
+    out.append(Case(CV, n=(37, 41), k=(3, 3), C_in=4, C_out=3, N=2, stride=2, padding=1,
+                    tag="wino-s2-blocks"))
+    out.append(Case(CV, n=(3, 4 * tiles + 9), k=(3, 3), C_in=5, C_out=2, stride=2,
+                    padding=(0, 1), tag="wino-s2-long"))
+    return out
+
+
+CASES = _cases() + _s2_cases()
 
 
 def _force(monkeypatch, route: str) -> None:
@@ -102,15 +137,16 @@ def test_winograd_matches_oracle(case, monkeypatch):
     assert float(np.abs(got - ref).max()) <= limit * scale, case.id
 
 
-def test_bench_sized_error_is_within_1e5_of_max():
-    """C1's shape at 64 and 256 input channels: the error grows like sqrt(C_in)."""
+@pytest.mark.parametrize("stride", [1, 2])
+def test_bench_sized_error_is_within_1e5_of_max(stride):
+    """C1's and C2's shapes at 64 and 256 input channels: the error grows like sqrt(C_in)."""
     rng = np.random.default_rng(3)
     for c_in in (64, 256):
         x = rng.standard_normal((1, c_in, 20, 20), dtype=np.float32)
         w = (rng.standard_normal((16, c_in, 3, 3)) / np.sqrt(9 * c_in)).astype(np.float32)
-        plan = deconv_core.plan_conv(x.shape, w.shape, dtype="float32", padding=1)
+        plan = deconv_core.plan_conv(x.shape, w.shape, dtype="float32", padding=1, stride=stride)
         got = deconv_core.execute(plan.with_route("winograd"), x, w)
-        ref, _ = run_oracle(CV, x, w, None, {"padding": 1})
+        ref, _ = run_oracle(CV, x, w, None, {"padding": 1, "stride": stride})
         assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
@@ -121,7 +157,12 @@ def test_applies_only_where_it_is_accurate():
     assert _engine.route_applies("winograd", geom(4))
     assert not _engine.route_applies("winograd", geom(3))  # too few channels per group
     assert not _engine.route_applies("winograd", geom(8, (3, 2)))
-    assert not _engine.route_applies("winograd", geom(8, stride=2))
+    assert _engine.route_applies("winograd", geom(4, stride=2))
+    assert not _engine.route_applies("winograd", geom(3, stride=2))
+    assert not _engine.route_applies("winograd", geom(8, stride=3))
+    assert not _engine.route_applies("winograd", geom(8, stride=(2, 1)))
+    dilated = deconv_core.plan_conv((1, 8, 9, 9), (4, 8, 3, 3), stride=2, dilation=2).geometry
+    assert not _engine.route_applies("winograd", dilated)
     assert not _engine.route_applies("winograd", geom(8), np.float64)
     three_d = deconv_core.plan_conv((1, 8, 4, 8, 8), (4, 8, 1, 3, 3)).geometry
     assert not _engine.route_applies("winograd", three_d)

@@ -1,0 +1,150 @@
+"""Stride-2 Winograd: 3x3 stride-2 convolutions with 25 multiplications per 2x2 tile, not 36.
+
+A 3x3 stride-2 convolution (the down-sampling layer of residual networks) is, along each axis,
+a 2-tap correlation of the even input phase plus a 1-tap product with the odd phase. Winograd
+F(2, 2) on the even part (3 multiplications for 2 outputs instead of 4) and the odd part as it
+is give 5 points per axis and tile of two outputs: 25 points per 2x2 output tile, summed over
+the input channels as 25 GEMMs ``(C_out x C_in) @ (C_in x tiles)``. The transforms have
+coefficients 0 and +-1 only (:mod:`deconv_core._winograd_s2_kernels`), so the float32 error is
+that of the sums themselves: the weight's points are sums of up to four taps, made in float64
+and rounded once; an input point is a difference of up to four inputs.
+
+As in :mod:`deconv_core._winograd`, blocks of at most ``TB`` tiles are transformed, multiplied
+and inverse-transformed by one worker with single-threaded BLAS, and no block holds two images
+(every image's blocks have the same layout, so an image's bits do not depend on its batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from deconv_core import _threads
+from deconv_core import _winograd_s2_kernels as _k
+from deconv_core.params import Geometry
+
+__all__ = ["MIN_CHANNELS", "applies", "conv", "transform_weight", "workspace_bytes"]
+
+#: Fewest input channels per group (below it the GEMMs are too thin to pay for the transforms).
+MIN_CHANNELS = 4
+
+
+def applies(geom: Geometry) -> bool:
+    """Whether the route computes ``geom``: a 2-D 3x3 stride-2 undilated conv, >= MIN_CHANNELS
+    input channels per group."""
+    return (
+        geom.op == "conv"
+        and geom.kernel == (1, 3, 3)
+        and geom.stride == (1, 2, 2)
+        and geom.dilation == (1, 1, 1)
+        and geom.in_size[0] == 1
+        and geom.out_size[0] == 1
+        and geom.c_in_per_group >= MIN_CHANNELS
+    )
+
+
+def transform_weight(w: np.ndarray) -> np.ndarray:
+    """The weight at the 16 distinct points of a tile (see ``_winograd_s2_kernels.GROUPS``).
+
+    Parameters
+    ----------
+    w : ndarray
+        Conv weight ``(C_out, C_in/groups, 1, 3, 3)`` float32.
+
+    Returns
+    -------
+    ndarray
+        ``(16, C_out, C_in/groups)`` float32.
+    """
+    u = np.empty((16, w.shape[0], w.shape[1]), np.float32)
+    g = np.ascontiguousarray(w.reshape(w.shape[0], w.shape[1], 3, 3).transpose(0, 2, 3, 1))
+    _k.transform_weights(g, u)
+    return u
+
+
+def _tiles(geom: Geometry) -> tuple[int, int]:
+    """Tile rows and tile columns of one image (2x2 outputs per tile)."""
+    return -(-geom.out_size[1] // 2), -(-geom.out_size[2] // 2)
+
+
+def _blocks(geom: Geometry) -> list[tuple[int, int, int]]:
+    """``(image, first tile, tiles)`` of every block: runs of at most TB tiles of one image."""
+    ti, tj = _tiles(geom)
+    total = ti * tj
+    return [(b, t0, min(_k.TB, total - t0)) for b in range(geom.batch)
+            for t0 in range(0, total, _k.TB)]
+
+
+def workspace_bytes(geom: Geometry, threads: int) -> int:
+    """Scratch bytes of :func:`conv` beyond its operands and output (an upper bound).
+
+    Parameters
+    ----------
+    geom : Geometry
+        A geometry :func:`applies` to.
+    threads : int
+        Worker threads (each has its own block buffers).
+
+    Returns
+    -------
+    int
+    """
+    weights = (16 + 9) * geom.c_out * geom.c_in_per_group * 4  # U, the channels-last copy
+    per_worker = ((geom.c_in + geom.c_out) * _k.CS + 4 * _k.TB) * 4
+    return weights + max(1, threads) * per_worker + 64 * len(_blocks(geom))
+
+
+def conv(
+    x: np.ndarray, w: np.ndarray, bias: np.ndarray, geom: Geometry, u: np.ndarray | None = None
+) -> np.ndarray:
+    """The convolution ``geom`` (float32, :func:`applies`) by stride-2 Winograd.
+
+    Parameters
+    ----------
+    x : ndarray
+        ``(B, C_in, 1, H, W)`` float32, C-contiguous.
+    w : ndarray
+        ``(C_out, C_in/groups, 1, 3, 3)`` float32.
+    bias : ndarray
+        ``(C_out,)`` float32.
+    geom : Geometry
+        The convolution.
+    u : ndarray, optional
+        :func:`transform_weight` of ``w``, when the caller kept it (``w`` is then not read).
+
+    Returns
+    -------
+    ndarray
+        ``(B, C_out, 1, O1, O2)`` float32.
+    """
+    G, cig, cog = geom.groups, geom.c_in_per_group, geom.c_out_per_group
+    c_in, c_out = geom.c_in, geom.c_out
+    H, W = geom.in_size[1], geom.in_size[2]
+    O1, O2 = geom.out_size[1], geom.out_size[2]
+    p1, p2 = geom.offset[1], geom.offset[2]
+    _, TJ = _tiles(geom)
+    if u is None:
+        u = transform_weight(w)
+    xf = x.reshape(-1)
+    y = np.empty((geom.batch, c_out, 1, O1, O2), dtype=np.float32)
+    yf = y.reshape(-1)
+
+    def work(part: Iterable[tuple[int, int, int]]) -> None:
+        V = np.zeros(c_in * _k.CS, np.float32)  # zeros: unused slots stay finite
+        M = np.empty(c_out * _k.CS, np.float32)
+        T = np.empty(4 * _k.TB, np.float32)
+        vm = V.reshape(c_in, _k.CS)
+        mm = M.reshape(c_out, _k.CS)
+        for b, t0, n in part:
+            _k.input_tiles(xf, b, c_in, H, W, p1, p2, TJ, t0, n, V)
+            ns = min(_k.TB, -(-n // 16) * 16)  # GEMMs of multiples of 16 columns run faster
+            for g in range(G):
+                ci, co = slice(g * cig, (g + 1) * cig), slice(g * cog, (g + 1) * cog)
+                for q, (first, count) in enumerate(_k.GROUPS):
+                    cols = slice(first * _k.TB, (first + count - 1) * _k.TB + ns)
+                    np.matmul(u[q, co], vm[ci, cols], out=mm[co, cols])
+            _k.output_tiles(M, bias, yf, b, c_out, O1, O2, TJ, t0, n, T)
+
+    _threads.run_parts(work, _blocks(geom))
+    return y
