@@ -98,6 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log("measuring FP32 matmul peak ...")
         report["fp32_peak"] = fp32_peak(n=1536 if args.quick else 2048,
                                         repeat=3 if args.quick else 5)
+    if any(b.name == "deconv" and not b.unavailable() for b in backends):
+        import deconv_core
+
+        # as the server runs (after the peak, which is numpy's 2-thread matmul): numpy's BLAS is
+        # used by deconv only, one thread per core worker; torch and onnxruntime have their own
+        deconv_core.keep_blas_single_threaded()
+        report["settings_blas"] = "numpy's BLAS kept at one thread, as the server runs it"
     reference: bool | str = False if args.no_reference else (True if args.reference else "auto")
     report.update(run_benchmark(cases, backends, repeat=args.repeat, warmup=args.warmup,
                                 seed=args.seed, reference=reference, progress=_log))

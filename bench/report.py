@@ -106,6 +106,8 @@ def format_report(report: dict[str, Any]) -> str:
         out.append("thread wait settings: "
                    + ", ".join(f"{k}={v}" for k, v in host["wait"].items())
                    + f"; core workers pinned one per CPU: {host.get('workers_pinned', '?')}")
+    if report.get("settings_blas"):
+        out.append(f"deconv BLAS: {report['settings_blas']}")
     if report.get("settings", {}).get("deconv_weights"):
         out.append(f"deconv weights: {report['settings']['deconv_weights']} "
                    f"(--prepared-weights keeps them, as onnxruntime's session does)")

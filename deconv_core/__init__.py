@@ -27,7 +27,7 @@ from deconv_core.plan import (
 )
 from deconv_core.prepared import PreparedWeight, prepare_weight
 from deconv_core.restore import richardson_lucy, wiener_deconvolve
-from deconv_core.runtime import runtime_info, set_num_threads, warmup
+from deconv_core.runtime import keep_blas_single_threaded, runtime_info, set_num_threads, warmup
 from deconv_core.solve import DeconvolveResult, deconvolve
 from deconv_core.values import MAX_VALUE, PADDING_FILLS, PADDING_MODES, ExplicitPadding
 
@@ -58,6 +58,7 @@ __all__ = [
     "deconvolve",
     "execute",
     "explain",
+    "keep_blas_single_threaded",
     "plan_conv",
     "plan_conv_transpose",
     "prepare_weight",

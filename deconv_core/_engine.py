@@ -73,9 +73,6 @@ PATCH_MIN_KERNEL_WIDTH = 8
 #: image (measured on 3x3 64->64 convs, batches 1 and 2: phase/flip faster at 14.7M per image,
 #: about equal at 21M, Winograd 1.1-2.7x faster from 29M; 1.7x faster at 150M).
 WINOGRAD_MIN_MACS = 1 << 24
-#: The same for the stride-2 Winograd route against the conv phase route (see
-#: :func:`choose_route`).
-WINOGRAD_S2_MIN_MACS = 1 << 24
 #: The transposed phase route computes ``phase_waste`` times the direct work (zero taps of
 #: phases with fewer taps, windows that straddle two phases' ranges, row padding). Where the
 #: kernel windows of neighbouring inputs overlap (a kernel longer than its stride on some axis)
@@ -355,8 +352,9 @@ def choose_route(geom: Geometry, dtype: np.dtype | None = None) -> str:
         return "direct"
     fast = dtype is None or np.dtype(dtype) == np.float32
     if fast and _winograd_applies(geom):
-        strided = _winograd_s2.applies(geom)
-        if per_image >= (WINOGRAD_S2_MIN_MACS if strided else WINOGRAD_MIN_MACS):
+        if _winograd_s2.applies(geom) and _winograd_s2.pays_off(geom):
+            return "winograd"
+        if not _winograd_s2.applies(geom) and per_image >= WINOGRAD_MIN_MACS:
             return "winograd"
     if geom.op == "conv":
         return "phase"

@@ -51,33 +51,39 @@ _JIT = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath": {"cont
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def transform_weights(g, U):  # pragma: no cover - compiled
-    """``U[4*l + k, q, c]``: the taps of kernel ``(q, c)`` at the 16 distinct weight points.
+def transform_weights(w, U, q0, q1):  # pragma: no cover - compiled
+    """``U[4*l + k, q, c]`` for ``q0 <= q < q1``: the taps of kernel ``(q, c)`` at the 16
+    distinct weight points.
 
-    g : (Q, 3, 3, C) float32 (channels last, flat unsigned indices: the inner loops run over
-    contiguous ``c`` and vectorise); U : (16, Q, C) float32. Per axis the points are the taps
+    w : (Q, C, 3, 3) float32; U : (16, Q, C) float32. Per axis the points are the taps
     ``(w0, w0 + w2, w2, w1)`` (the odd phase's two points share ``w1``); each 2-D point is a sum
-    of at most four taps with coefficient 1, made in float64 and rounded once.
+    of at most four taps with coefficient 1, made in float64 and rounded once. Each output
+    channel's taps are first copied channels-last (flat unsigned indices: the inner loops then
+    run over contiguous ``c`` and vectorise).
     """
-    Q, C = g.shape[0], g.shape[3]
-    gf = g.reshape(-1)
+    Q, C = w.shape[0], w.shape[1]
+    wf = w.reshape(-1)
     uf = U.reshape(-1)
     n = _U(C)
+    g = np.empty(9 * C, np.float32)  # g[tap*C + c]: one output channel, channels last
     t = np.empty(12 * C)  # t[(l*3 + j)*C + c]: row point l of kernel column j, float64
     step = _U(Q * C)
-    for q in range(Q):
+    for q in range(q0, q1):
         src = _U(q * 9 * C)
+        for c in range(n):
+            for tap in range(9):
+                g[_U(tap) * n + c] = wf[src + _U(9) * c + _U(tap)]
         for j in range(3):  # axis 1: taps 0, 0+2, 2 and 1 of kernel column j
-            s0 = src + _U(j) * n
+            s0 = _U(j) * n
             s1 = s0 + _U(3) * n
             s2 = s0 + _U(6) * n
             for c in range(n):
-                g0 = np.float64(gf[s0 + c])
-                g2 = np.float64(gf[s2 + c])
+                g0 = np.float64(g[s0 + c])
+                g2 = np.float64(g[s2 + c])
                 t[_U(j) * n + c] = g0
                 t[_U(3 + j) * n + c] = g0 + g2
                 t[_U(6 + j) * n + c] = g2
-                t[_U(9 + j) * n + c] = np.float64(gf[s1 + c])
+                t[_U(9 + j) * n + c] = np.float64(g[s1 + c])
         for l in range(4):  # axis 2: the same on each row point
             r = _U(3 * l) * n
             d = _U((4 * l * Q + q) * C)

@@ -33,6 +33,7 @@ import grpc.aio
 from deconv.wire import SERVICE_NAME
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+import deconv_core
 from deconv_server import compute
 from deconv_server.config import ServerConfig, format_host
 from deconv_server.handle import LINGER_S, LOOP, ServerHandle
@@ -180,6 +181,9 @@ async def _serve_metrics(
 
 async def _start(config: ServerConfig) -> _Running:
     """Build, bind and start the server on the running loop; warm the kernels in the background."""
+    # Nothing but the core's routes uses BLAS here, and they call it one thread per worker:
+    # leave it at one thread instead of limiting and restoring it around every call.
+    deconv_core.keep_blas_single_threaded()
     credentials = server_credentials(config)
     token = config.token()
     metrics = Metrics() if config.metrics_port else None

@@ -31,6 +31,8 @@ GEOMETRIES: list[tuple[str, str, tuple[int, ...], tuple[int, ...], dict[str, Any
     ("ct-large-k", "conv_transpose", (3, 6, 5, 5), (6, 4, 16, 16), dict(stride=8, padding=4)),
     ("conv-3x3", "conv", (3, 16, 30, 27), (24, 16, 3, 3), dict(padding=1)),
     ("conv-s2", "conv", (3, 16, 25, 25), (32, 16, 3, 3), dict(stride=2, padding=1)),
+    # two blocks of tiles per image in the stride-2 Winograd route
+    ("conv-s2-blocks", "conv", (3, 8, 40, 36), (8, 8, 3, 3), dict(stride=2, padding=1)),
     ("conv-grouped", "conv", (3, 16, 20, 20), (16, 4, 3, 3), dict(padding=1, groups=4)),
     # A batch of 3 of these is big enough that tiles sized from the batch would be wider.
     ("ct-wide-tiles", "conv_transpose", (3, 16, 24, 24), (16, 32, 4, 4), dict(stride=2, padding=1)),

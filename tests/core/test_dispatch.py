@@ -43,8 +43,8 @@ BENCH = [
      "winograd"),
     # winograd: 7.0 ms, phase 15.2
     ("C1", "conv", (8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "winograd"),
-    # phase: 7.1 ms (the removed tiled route: 1.3-1.9x slower)
-    ("C2", "conv", (8, 128, 32, 32), (256, 128, 3, 3), dict(stride=2, padding=1), "phase"),
+    # winograd (stride 2): 8.24 ms, phase 8.55 (Zen4; see _winograd_s2.pays_off)
+    ("C2", "conv", (8, 128, 32, 32), (256, 128, 3, 3), dict(stride=2, padding=1), "winograd"),
 ]
 
 
@@ -91,6 +91,7 @@ BIG = [
     ("conv_transpose", (2, 64, 24, 24), (64, 64, 3, 3), dict(padding=1), "winograd"),
     ("conv_transpose", (2, 16, 16, 16), (16, 1, 4, 4), dict(stride=2, groups=16), "direct"),
     ("conv", (2, 64, 20, 20), (64, 64, 3, 3), dict(padding=1, stride=2), "phase"),
+    ("conv", (1, 128, 32, 32), (64, 128, 3, 3), dict(padding=1, stride=2), "winograd"),
     ("conv", (2, 64, 20, 20), (64, 64, 3, 3), dict(padding=1), "phase"),
     ("conv", (2, 64, 40, 40), (64, 64, 3, 3), dict(padding=1), "winograd"),
     ("conv", (2, 2, 9, 9), (2, 2, 3, 3), dict(padding=1), "direct"),
@@ -153,6 +154,23 @@ def test_route_does_not_depend_on_the_batch(op, xs, ws, kw):
 def test_edge_cases_take_their_route_at_every_batch(op, xs, ws, kw, route):
     for n in (1, 2, 6, 32):
         assert _engine.choose_route(_geometry(op, (n, *xs[1:]), ws, kw)) == route
+
+
+# The stride-2 Winograd route where it was measured slower than the phase route (fewer than 128
+# input channels per group, fewer than 64 tiles per image) and faster (see _winograd_s2.pays_off).
+STRIDE2 = [
+    ((4, 64, 56, 56), (128, 64, 3, 3), "phase"),  # phase 4.82 ms, winograd 5.27
+    ((4, 128, 28, 28), (256, 128, 3, 3), "phase"),  # 49 tiles: 4.13, 4.71
+    ((4, 256, 14, 14), (512, 256, 3, 3), "phase"),  # 16 tiles: 4.79, 11.0
+    ((2, 256, 32, 32), (256, 256, 3, 3), "winograd"),  # 7.97, 7.05
+]
+
+
+@pytest.mark.parametrize(("xs", "ws", "route"), STRIDE2, ids=[str(c[0]) for c in STRIDE2])
+def test_stride2_winograd_where_it_pays_off(xs, ws, route):
+    for n in (1, 8):
+        geom = _geometry("conv", (n, *xs[1:]), ws, dict(stride=2, padding=1))
+        assert _engine.choose_route(geom) == route
 
 
 def test_image_macs_is_the_batch_of_one():

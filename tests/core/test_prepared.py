@@ -32,6 +32,8 @@ CASES: list[tuple[str, str, tuple[int, ...], tuple[int, ...], dict[str, Any], st
      "winograd", "float32"),
     ("winograd-conv", "conv", (3, 8, 13, 11), (5, 8, 3, 3), dict(padding=1), "winograd",
      "float32"),
+    ("winograd-s2", "conv", (3, 8, 21, 18), (5, 8, 3, 3), dict(stride=2, padding=1),
+     "winograd", "float32"),
     # float64 forced onto Winograd runs the exact fallback (flip for transposed convs)
     ("winograd-f64", "conv_transpose", (2, 6, 8, 7), (6, 5, 3, 3), dict(padding=1), "winograd",
      "float64"),
