@@ -1,8 +1,22 @@
-"""pytest hooks of the core tests: print the largest core-vs-oracle errors at session end."""
+"""pytest hooks of the core tests: fresh plans per test; the largest core-vs-oracle errors at
+session end."""
 
 from __future__ import annotations
 
+import pytest
+
+from deconv_core import api
+
 from .helpers import ERROR_STATS
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plans():
+    """Tests force routes by patching the dispatcher and its constants: every test plans its
+    calls afresh (``conv``/``conv_transpose`` keep plans between calls)."""
+    api.clear_plan_cache()
+    yield
+    api.clear_plan_cache()
 
 
 def pytest_terminal_summary(terminalreporter):

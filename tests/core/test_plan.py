@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import deconv_core
-from deconv_core import _engine
+from deconv_core import _engine, api
 
 from .cases import CT, edge_cases, grid_cases, output_size_cases
 
@@ -117,3 +117,27 @@ def test_bfloat16_by_name_computes_in_float32():
     x = np.array([[[1, 2, 3, 4]]], np.float32)  # already widened, as the server decodes it
     y = deconv_core.execute(plan, x, np.array([[[1, 10]]], np.float32))
     np.testing.assert_array_equal(y, [[[21, 32, 43]]])
+
+
+def test_repeated_calls_reuse_their_plan_and_errors_are_not_cached():
+    """``conv`` keeps the plan of a call for the next one with the same arguments; arguments
+    that are equal but of another type (True for 1) are planned, and refused, on their own."""
+    api.clear_plan_cache()
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    first = deconv_core.conv(x, w, stride=1, padding=1)
+    kept = len(api._PLANS)
+    assert kept == 1
+    np.testing.assert_array_equal(deconv_core.conv(x, w, stride=1, padding=1), first)
+    assert len(api._PLANS) == kept  # the same plan, not a second one
+    for bad in (True, 1.0):  # equal to 1, with its hash
+        with pytest.raises(deconv_core.InvalidArgumentError):
+            deconv_core.conv(x, w, stride=bad, padding=1)
+        with pytest.raises(deconv_core.InvalidArgumentError):  # refused again: not cached
+            deconv_core.conv(x, w, stride=bad, padding=1)
+    listed = deconv_core.conv(x, w, stride=[1, 1], padding=[(1, 1), (1, 1)])  # unhashable
+    np.testing.assert_array_equal(listed, first)
+    for i in range(api.PLAN_CACHE_SIZE + 5):  # bounded: the oldest plans go
+        deconv_core.conv(x[:, :, : 3 + i % 7], w, padding=i % 3)
+    assert len(api._PLANS) <= api.PLAN_CACHE_SIZE
