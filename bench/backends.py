@@ -29,6 +29,7 @@ __all__ = [
     "ReferenceBackend",
     "TorchBackend",
     "default_backends",
+    "torch_float64",
 ]
 
 Runner = Callable[[], np.ndarray]
@@ -172,6 +173,15 @@ class TorchBackend(Backend):
                           dilation=p["dilation"], groups=case.groups, **kwargs).numpy()
 
         return run
+
+
+def torch_float64(case: Case, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The case computed by PyTorch in float64 (an accuracy reference, never timed)."""
+    import torch
+
+    x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
+    with torch.inference_mode():
+        return TorchBackend().prepare(case, x64, w64, b64)()
 
 
 class OrtBackend(Backend):

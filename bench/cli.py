@@ -106,8 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         deconv_core.keep_blas_single_threaded()
         report["settings_blas"] = "numpy's BLAS kept at one thread, as the server runs it"
     reference: bool | str = False if args.no_reference else (True if args.reference else "auto")
+    f64 = None
+    if any(b.name == "torch" and not b.unavailable() for b in backends):
+        from bench.backends import torch_float64 as f64
     report.update(run_benchmark(cases, backends, repeat=args.repeat, warmup=args.warmup,
-                                seed=args.seed, reference=reference, progress=_log))
+                                seed=args.seed, reference=reference, progress=_log,
+                                f64_reference=f64))
     report["settings"]["deconv_weights"] = (
         "prepared once per case" if args.prepared_weights else "transformed on every call"
     )

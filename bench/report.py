@@ -12,6 +12,11 @@ __all__ = ["format_report", "format_table", "write_json"]
 _SHORT_OP = {"conv_transpose": "convT", "conv": "conv"}
 
 
+#: deconv's error against a float64 computation, over the reference's max |y|.
+F64 = "float64/max|y|"
+_ERR_HEADS = {"reference": "err ref", F64: "err/max|y|"}
+
+
 def _num(v: float | None, fmt: str) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -30,13 +35,15 @@ def format_table(report: dict[str, Any]) -> str:
     err_names = [*comps]
     if any("reference" in c["errors"] for c in report["cases"]):
         err_names.append("reference")
+    if any(F64 in c["errors"] for c in report["cases"]):
+        err_names.append(F64)
     peak = (report.get("fp32_peak") or {}).get("gflops_best")
     mem = (report.get("memory") or {}).get("cases", {})
     header = ["case", "op", "route", "GFLOP", "deconv ms", "GFLOP/s"]
     if peak:
         header.append("%peak")
     header += [f"{n} ms" for n in comps] + [f"{n}/dc" for n in comps]
-    header += [f"err {'ref' if n == 'reference' else n}" for n in err_names]
+    header += [_ERR_HEADS.get(n, f"err {n}") for n in err_names]
     if mem:
         header.append("peak MiB")
     header.append("flag")

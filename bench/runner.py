@@ -26,7 +26,7 @@ import numpy as np
 from bench.backends import Backend, ReferenceBackend
 from bench.cases import Case, make_inputs
 
-__all__ = ["SLOW_FRACTION", "geomean", "is_slow", "run_benchmark", "run_case"]
+__all__ = ["SLOW_FRACTION", "geomean", "is_slow", "paired_ratio", "run_benchmark", "run_case"]
 
 #: Seconds of idle time before each timed call: longer than the competitors' idle worker
 #: threads spin (measured: deconv's C1 ran 1.6x slower 5 ms after an onnxruntime call, 1.3x
@@ -97,12 +97,32 @@ def _time_interleaved(runners: dict[str, Callable[[], Any]], repeat: int,
     for name, ts in times.items():
         if name not in out:
             out[name] = {"median_ms": statistics.median(ts), "min_ms": min(ts),
-                         "max_ms": max(ts), "times_ms": [round(t, 4) for t in ts]}
+                         "max_ms": max(ts), "times_ms": list(ts)}
     return out
 
 
+def paired_ratio(theirs: Sequence[float], mine: Sequence[float]) -> float:
+    """Median over the rounds of ``theirs[r] / mine[r]``: each round runs both back to back,
+    so a slow minute of the machine (runs here drift by 1.5x) cancels out of each ratio.
+
+    Parameters
+    ----------
+    theirs, mine : sequence of float
+        Times of the same rounds (equal lengths; otherwise the ratio of the medians).
+
+    Returns
+    -------
+    float
+    """
+    if len(theirs) != len(mine) or not mine:
+        return statistics.median(theirs) / statistics.median(mine)
+    return statistics.median(t / m for t, m in zip(theirs, mine, strict=True))
+
+
 def run_case(case: Case, backends: Sequence[Backend], *, repeat: int = 7, warmup: int = 2,
-             seed: int = 0, reference: bool | str = "auto") -> dict[str, Any]:
+             seed: int = 0, reference: bool | str = "auto",
+             f64_reference: Callable[[Case, np.ndarray, np.ndarray, np.ndarray], Any] | None = None,
+             ) -> dict[str, Any]:
     """Time one case on every backend and compute deconv's errors.
 
     Parameters
@@ -119,13 +139,17 @@ def run_case(case: Case, backends: Sequence[Backend], *, repeat: int = 7, warmup
     reference : bool or "auto"
         Compare with the numpy oracle: always, never, or ("auto") only when no competitor
         produced a result.
+    f64_reference : callable, optional
+        ``f(case, x, w, b)`` computing the case in float64 (PyTorch's, when installed): deconv's
+        max abs error over the reference's max |y| is then ``errors["float64/max|y|"]``.
 
     Returns
     -------
     dict
         The case description plus ``results`` (per backend timings or ``skipped``/``error``),
         ``errors`` (deconv's max abs error against each other result), ``ratios``
-        (competitor time / deconv time), ``correct`` and ``slow``.
+        (competitor time / deconv time, the median of the rounds' ratios: :func:`paired_ratio`),
+        ``ratios_of_medians``, ``correct`` and ``slow``.
     """
     x, w, b = make_inputs(case, seed)
     gflop = case.flops / 1e9
@@ -171,24 +195,36 @@ def run_case(case: Case, backends: Sequence[Backend], *, repeat: int = 7, warmup
     correct = all(e <= tol for e in errors.values()) if errors else None
 
     ratios: dict[str, float] = {}
+    of_medians: dict[str, float] = {}
     slow = None
     mine_ms = results.get(PRIMARY, {}).get("median_ms")
     if mine_ms:
+        mine_ts = results[PRIMARY]["times_ms"]
         for name in competitors:
             ms = results[name].get("median_ms")
             if ms:
-                ratios[name] = ms / mine_ms
+                of_medians[name] = ms / mine_ms
+                ratios[name] = paired_ratio(results[name]["times_ms"], mine_ts)
         slow = is_slow(ratios)
+    if mine is not None and f64_reference is not None:
+        try:
+            ref64 = np.asarray(f64_reference(case, x, w, b))
+            scale = float(np.max(np.abs(ref64), initial=0.0)) or 1.0
+            errors["float64/max|y|"] = _max_abs_err(mine, ref64) / scale
+        except Exception as exc:  # informational: the run goes on without it
+            errors["float64/max|y|"] = float("nan")
+            results[PRIMARY]["float64_error"] = f"{type(exc).__name__}: {exc}"
     route = next((b.route(case) for b in backends
                   if b.name == PRIMARY and hasattr(b, "route") and not b.unavailable()), None)
     return {**case.to_dict(), "gflop": gflop, "route": route, "results": results, "errors": errors,
             "tolerance": tol, "ref_scale": ref_scale, "correct": correct, "ratios": ratios,
-            "slow": slow}
+            "ratios_of_medians": of_medians, "slow": slow}
 
 
 def run_benchmark(cases: Sequence[Case], backends: Sequence[Backend], *, repeat: int = 7,
                   warmup: int = 2, seed: int = 0, reference: bool | str = "auto",
-                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                  progress: Callable[[str], None] | None = None,
+                  f64_reference: Callable[..., Any] | None = None) -> dict[str, Any]:
     """Run every case and summarise.
 
     Returns
@@ -203,7 +239,7 @@ def run_benchmark(cases: Sequence[Case], backends: Sequence[Backend], *, repeat:
         if progress:
             progress(f"{case.id}: {case.describe()}")
         out_cases.append(run_case(case, backends, repeat=repeat, warmup=warmup, seed=seed,
-                                  reference=reference))
+                                  reference=reference, f64_reference=f64_reference))
     names = [b.name for b in backends if b.name != PRIMARY]
     summary: dict[str, Any] = {}
     for name in names:
@@ -218,7 +254,8 @@ def run_benchmark(cases: Sequence[Case], backends: Sequence[Backend], *, repeat:
                          if "median_ms" not in c["results"].get(PRIMARY, {})]
     return {"settings": {"repeat": repeat, "warmup": warmup, "seed": seed,
                          "slow_fraction": SLOW_FRACTION, "rel_tol": REL_TOL,
-                         "timing": f"interleaved rounds, {PAUSE_S * 1e3:g} ms pause per call"},
+                         "timing": f"interleaved rounds, {PAUSE_S * 1e3:g} ms pause per call; "
+                                   "ratios are medians of the rounds' ratios"},
             "backends": {b.name: {"version": b.version() if not b.unavailable() else None,
                                   "skipped": b.unavailable()} for b in backends},
             "cases": out_cases, "summary": summary}

@@ -21,7 +21,7 @@ from bench.backends import Backend, DeconvBackend, ReferenceBackend
 from bench.cases import CASES, Case, make_inputs, select_cases
 from bench.memory import hwm_reset_supported, peak_rss_delta_mib
 from bench.report import format_report, write_json
-from bench.runner import geomean, is_slow, run_benchmark
+from bench.runner import geomean, is_slow, paired_ratio, run_benchmark
 from tests.core import oracle
 
 TINY = (
@@ -133,6 +133,12 @@ def test_unavailable_backend_is_skipped_not_fatal():
     assert case["results"]["torch"] == {"skipped": "torch not installed"}
     assert "reference" in case["errors"] and case["correct"] is True
     assert report["summary"]["geomean_torch_over_deconv"] is None
+
+
+def test_ratios_are_medians_of_the_rounds_ratios():
+    # a slow round (both 3x) moves neither: 2/1, 6/3, 2.2/1 -> median 2.0
+    assert paired_ratio([2.0, 6.0, 2.2], [1.0, 3.0, 1.0]) == pytest.approx(2.0)
+    assert paired_ratio([4.0, 2.0], [1.0]) == pytest.approx(3.0)  # unpaired: medians
 
 
 def test_geomean_and_slow_flag():
