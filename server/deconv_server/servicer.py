@@ -40,7 +40,7 @@ from deconv import codec
 from deconv.v1 import deconv_pb2 as pb
 
 import deconv_core
-from deconv_server import __version__, compute, operators, pipeline
+from deconv_server import __version__, compute, logging_setup, operators, pipeline
 from deconv_server.budget import ByteBudget
 from deconv_server.chunked import (
     output_chunks,
@@ -196,7 +196,11 @@ class DeconvServicer(SharedMemoryRpcs):
             numba_version=runtime["numba_version"],
             threading_layer=runtime["threading_layer"],
             threads=runtime["num_threads"],
-            runtime={str(k): _text(v) for k, v in runtime.items()},
+            runtime={
+                **{str(k): _text(v) for k, v in runtime.items()},
+                # log records dropped because stderr fell QUEUE_MAX_RECORDS behind
+                "log_records_dropped": str(logging_setup.dropped_records()),
+            },
             instance_id=INSTANCE_ID,
             requests_served=self._served,
             requests_failed=self._failed,

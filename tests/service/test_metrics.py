@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 import urllib.request
@@ -22,6 +23,7 @@ import pytest
 from deconv.v1 import deconv_pb2 as pb
 from deconv_client import Client, InvalidArgumentError
 from deconv_client._requests import build_request
+from deconv_server import logging_setup
 from deconv_server.app import ServerHandle
 from deconv_server.logging_setup import ACCESS_LOGGER, REQUEST_ID, JsonFormatter, RequestIdFilter
 from deconv_server.servicer import CORE_LOCK
@@ -223,3 +225,70 @@ def test_json_formatter_and_request_id_filter() -> None:
     assert (first["request_id"], first["code"], first["bytes_in"]) == ("abc", "OK", 3)
     assert first["ts"].endswith("Z") and first["logger"] == "deconv_server.test_json"
     assert second["msg"] == "failed" and "RuntimeError: boom" in second["traceback"]
+
+
+def _our_handlers() -> list[logging.Handler]:
+    return [h for h in logging.getLogger().handlers if getattr(h, "_deconv", False)]
+
+
+def test_configured_logging_writes_in_order_from_its_writer_thread(monkeypatch) -> None:
+    """configure_logging's records reach stderr through one writer thread: in order, with the
+    request id of the context they were logged in, tracebacks kept, all out once stopped."""
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    before = logging.getLogger().level
+    try:
+        logging_setup.configure_logging("INFO", "json")
+        log = logging.getLogger("deconv_server.test_writer")
+        token = REQUEST_ID.set("req-1")
+        try:
+            for i in range(50):
+                log.info("record %d", i)
+            try:
+                raise RuntimeError("boom")
+            except RuntimeError:
+                log.exception("failed")
+        finally:
+            REQUEST_ID.reset(token)
+        logging_setup._stop_listener()  # what exit does: every queued record written
+        lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    finally:
+        for h in _our_handlers():
+            logging.getLogger().removeHandler(h)
+        logging_setup._stop_listener()
+        logging.getLogger().setLevel(before)
+    mine = [r for r in lines if r["logger"] == "deconv_server.test_writer"]
+    assert [r["msg"] for r in mine[:50]] == [f"record {i}" for i in range(50)]
+    assert all(r["request_id"] == "req-1" for r in mine)
+    assert mine[50]["msg"] == "failed" and "RuntimeError: boom" in mine[50]["traceback"]
+
+
+def test_a_stuck_log_writer_drops_and_counts_records_instead_of_blocking(monkeypatch) -> None:
+    class Stuck(io.StringIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = threading.Event()
+
+        def write(self, text: str) -> int:
+            self.release.wait(10)  # stderr that nobody reads
+            return super().write(text)
+
+    stream = Stuck()
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.setattr(logging_setup, "QUEUE_MAX_RECORDS", 4)
+    before = logging.getLogger().level
+    dropped = logging_setup.dropped_records()
+    try:
+        logging_setup.configure_logging("INFO", "text")
+        log = logging.getLogger("deconv_server.test_stuck")
+        start = time.monotonic()
+        for i in range(40):
+            log.info("record %d", i)
+        assert time.monotonic() - start < 1.0  # the logging thread never waited
+        assert logging_setup.dropped_records() - dropped >= 40 - 4 - 1
+    finally:
+        stream.release.set()
+        for h in _our_handlers():
+            logging.getLogger().removeHandler(h)
+        logging_setup._stop_listener()
+        logging.getLogger().setLevel(before)
