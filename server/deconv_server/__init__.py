@@ -18,12 +18,13 @@ Modules:
 - :mod:`~deconv_server.app` (server assembly on grpc.aio, health, warmup, signals),
   :mod:`~deconv_server.handle` (the blocking handle and the process's event loop),
   :mod:`~deconv_server.interceptors` (drain gate and token auth),
+  :mod:`~deconv_server.lookup` (the interceptors applied at handler lookup),
   :mod:`~deconv_server.reflection` (server reflection v1 and v1alpha),
   :mod:`~deconv_server.tls` (TLS and mTLS credentials), :mod:`~deconv_server.healthcheck`
   (container probe);
 - :mod:`~deconv_server.observe` (request ids, access log, per-RPC metrics),
   :mod:`~deconv_server.metrics` (Prometheus registry and HTTP endpoint),
-  :mod:`~deconv_server.logging_setup` (JSON or text logs).
+  :mod:`~deconv_server.logging_setup` (JSON or text logs, written by one thread).
 
 ``import deconv_server`` is cheap; :func:`create_server` and :func:`serve` load the core on use.
 """

@@ -40,6 +40,7 @@ from deconv_server.handle import LINGER_S, LOOP, ServerHandle
 from deconv_server.handlers import add_to_server
 from deconv_server.interceptors import DrainGate, TokenAuth
 from deconv_server.logging_setup import configure_logging
+from deconv_server.lookup import InterceptingRegistrar
 from deconv_server.metrics import MeteredLock, Metrics
 from deconv_server.observe import ObservabilityInterceptor
 from deconv_server.reflection import enable_reflection
@@ -194,14 +195,16 @@ async def _start(config: ServerConfig) -> _Running:
     ]
     if token:
         interceptors.append(TokenAuth(config.tokens()))  # one per line of the token file
-    server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
+    server = grpc.aio.server(options=server_options(config))
+    # the interceptors run at handler lookup, not as grpc.aio's per-call coroutine chain
+    registrar: Any = InterceptingRegistrar(server, interceptors)
     warm = threading.Event()
     lock = MeteredLock(CORE_LOCK, metrics) if metrics is not None else CORE_LOCK
     servicer = DeconvServicer(config, warm=warm, lock=lock)
-    add_to_server(servicer, server)  # unparsable requests get INVALID_ARGUMENT
+    add_to_server(servicer, registrar)  # unparsable requests get INVALID_ARGUMENT
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registrar)
+    enable_reflection((SERVICE_NAME, health.SERVICE_NAME), registrar)
     try:
         port = _bind(server, config, credentials)
         metrics_port = await _serve_metrics(metrics, lock, servicer, warm, config)

@@ -5,7 +5,8 @@ reflection always pass, so probes and tools keep working while the server drains
 hold no token. A refused call gets a handler of the same streaming kind as the real one, which
 aborts with the status before reading any request message of a streaming call (the compute
 RPCs), so a refused caller makes the server hold no more than gRPC's flow-control window.
-Both are grpc.aio interceptors.
+Both are grpc.aio interceptors; the server applies them at handler lookup instead
+(:mod:`deconv_server.lookup`, through their synchronous ``transform``).
 """
 
 from __future__ import annotations
@@ -81,12 +82,13 @@ class _DeconvGate(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         """The call's handler, or a rejecting one for a Deconv RPC the gate refuses."""
-        handler = await continuation(handler_call_details)
-        if (
-            handler is None
-            or not is_deconv_method(handler_call_details.method)
-            or self._admits(handler_call_details)
-        ):
+        return self.transform(await continuation(handler_call_details), handler_call_details)
+
+    def transform(
+        self, handler: grpc.RpcMethodHandler | None, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        """``handler``, or a rejecting one for a Deconv RPC the gate refuses."""
+        if handler is None or not is_deconv_method(details.method) or self._admits(details):
             return handler
         return rejecting(handler, self._reject)
 

@@ -1,7 +1,8 @@
 """Per-RPC observability: request ids, one access log line and the Prometheus numbers of each RPC.
 
-:class:`ObservabilityInterceptor` (a grpc.aio interceptor) wraps every method handler (unary and
-streaming, every service). For each RPC it
+:class:`ObservabilityInterceptor` (a grpc.aio interceptor, applied by the server at handler lookup:
+:mod:`deconv_server.lookup`) wraps every method handler (unary and streaming, every service).
+For each RPC it
 
 - takes the request id from ``x-request-id`` metadata (printable, at most 128 characters) or
   generates one, puts it in :data:`deconv_server.logging_setup.REQUEST_ID` for the server's own
@@ -46,6 +47,8 @@ _COMPUTE_OPS = {
 }
 
 _access = logging.getLogger(ACCESS_LOGGER)
+#: Wrapped handlers kept (one per registered method: a few dozen).
+_MAX_WRAPPED = 1024
 
 
 def request_id(metadata: Any) -> str:
@@ -184,6 +187,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: Metrics | None, main_service: str) -> None:
         self.metrics = metrics
         self.main_service = main_service
+        # (id of a handler, method) -> (that handler, its wrapped form)
+        self._wrapped: dict[tuple[int, str], tuple[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -191,29 +196,43 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
         """Wrap the handler's behaviour; unknown methods pass through untouched."""
-        handler = await continuation(handler_call_details)
+        return self.transform(await continuation(handler_call_details), handler_call_details)
+
+    def transform(self, handler: Any, details: grpc.HandlerCallDetails, keep: bool = False) -> Any:
+        """``handler`` with its behaviour wrapped (None passes through).
+
+        The call's metadata (its request id) is read from the context when the call starts, so
+        with ``keep`` (a registered handler, not one made for this call) the wrapped handler is
+        made once per handler and method and reused.
+        """
         if handler is None:
             return None
-        method = handler_call_details.method
-        metadata = handler_call_details.invocation_metadata
+        key = (id(handler), details.method)
+        found = self._wrapped.get(key) if keep else None
+        if found is not None and found[0] is handler:
+            return found[1]
         kw = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
+        wrapped = handler
         for kind, make in _KINDS:
             behavior = getattr(handler, kind)
             if behavior is not None:
                 streamed = kind.startswith("stream")
-                return make(self._wrap(behavior, method, metadata, streamed), **kw)
-        return handler
+                wrapped = make(self._wrap(behavior, details.method, streamed), **kw)
+                break
+        if keep and len(self._wrapped) < _MAX_WRAPPED:  # one per registered method
+            self._wrapped[key] = (handler, wrapped)
+        return wrapped
 
     def _wrap(
-        self, behavior: Callable[..., Any], method: str, metadata: Any, streamed: bool
+        self, behavior: Callable[..., Any], method: str, streamed: bool
     ) -> Callable[..., Any]:
         if inspect.isasyncgenfunction(behavior):
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                rpc = self._start(method, metadata, request, context, streamed)
+                rpc = self._start(method, request, context, streamed)
                 try:
                     async for message in behavior(_input(rpc, request, streamed), context):
                         rpc.bytes_out += _size(message)
@@ -226,7 +245,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             return stream
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            rpc = self._start(method, metadata, request, context, streamed)
+            rpc = self._start(method, request, context, streamed)
             try:
                 response = await behavior(_input(rpc, request, streamed), context)
             except BaseException as exc:
@@ -242,12 +261,11 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     def _start(
         self,
         method: str,
-        metadata: Any,
         request: Any,
         context: grpc.aio.ServicerContext,
         streamed: bool,
     ) -> _Rpc:
-        rpc = _Rpc(self, method, metadata)
+        rpc = _Rpc(self, method, context.invocation_metadata())
         rpc.begin(context)
         if not streamed:
             rpc.bytes_in = _size(request)
