@@ -202,6 +202,20 @@ def test_unusable_request_id_is_replaced(server: ServerHandle) -> None:
     assert echoed != "x" * 500 and len(echoed) == 32
 
 
+def _log_then_fail(log: logging.Logger, rid: str, records: list, level: int = logging.WARNING):
+    """Log ``(format, arg, fields)`` records, then an exception, as request ``rid``."""
+    token = REQUEST_ID.set(rid)
+    try:
+        for fmt, arg, fields in records:
+            log.log(level, fmt, arg, extra={"fields": fields} if fields else None)
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            log.exception("failed")
+    finally:
+        REQUEST_ID.reset(token)
+
+
 def test_json_formatter_and_request_id_filter() -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -210,15 +224,9 @@ def test_json_formatter_and_request_id_filter() -> None:
     log = logging.getLogger("deconv_server.test_json")
     log.addHandler(handler)
     log.propagate = False
-    token = REQUEST_ID.set("abc")
     try:
-        log.warning("hello %s", "world", extra={"fields": {"code": "OK", "bytes_in": 3}})
-        try:
-            raise RuntimeError("boom")
-        except RuntimeError:
-            log.exception("failed")
+        _log_then_fail(log, "abc", [("hello %s", "world", {"code": "OK", "bytes_in": 3})])
     finally:
-        REQUEST_ID.reset(token)
         log.removeHandler(handler)
     first, second = (json.loads(line) for line in stream.getvalue().splitlines())
     assert first["msg"] == "hello world" and first["level"] == "WARNING"
@@ -240,16 +248,7 @@ def test_configured_logging_writes_in_order_from_its_writer_thread(monkeypatch) 
     try:
         logging_setup.configure_logging("INFO", "json")
         log = logging.getLogger("deconv_server.test_writer")
-        token = REQUEST_ID.set("req-1")
-        try:
-            for i in range(50):
-                log.info("record %d", i)
-            try:
-                raise RuntimeError("boom")
-            except RuntimeError:
-                log.exception("failed")
-        finally:
-            REQUEST_ID.reset(token)
+        _log_then_fail(log, "req-1", [("record %d", i, None) for i in range(50)], logging.INFO)
         logging_setup._stop_listener()  # what exit does: every queued record written
         lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     finally:
