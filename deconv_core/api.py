@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numba
 import numpy as np
 
 from deconv_core.errors import InvalidArgumentError
@@ -70,7 +71,8 @@ def _typed(value: Any) -> Any:
 def _plan(planner: Callable[..., Plan], **kwargs: Any) -> Plan:
     """``planner(**kwargs)``, from the cache when every argument is hashable (lists are not:
     those calls are planned afresh). Errors are raised again on every call, never cached."""
-    key = tuple(sorted((k, _typed(v)) for k, v in kwargs.items()))
+    # the thread budget too: a plan's workspace bound counts per-thread buffers
+    key = (numba.get_num_threads(), *sorted((k, _typed(v)) for k, v in kwargs.items()))
     try:
         hash(key)
     except TypeError:
