@@ -4,7 +4,8 @@ A 3x3 stride-2 convolution (the down-sampling layer of residual networks) is, al
 a 2-tap correlation of the even input phase plus a 1-tap product with the odd phase. Winograd
 F(2, 2) on the even part (3 multiplications for 2 outputs instead of 4) and the odd part as it
 is give 5 points per axis and tile of two outputs: 25 points per 2x2 output tile, summed over
-the input channels as 25 GEMMs ``(C_out x C_in) @ (C_in x tiles)``. The transforms have
+the input channels by GEMMs ``(C_out x C_in) @ (C_in x tiles)``; the odd phase's points share
+their weight, so the 25 points make 16 GEMMs, of 1, 2 or 4 points' tiles each. The transforms have
 coefficients 0 and +-1 only (:mod:`deconv_core._winograd_s2_kernels`), so the float32 error is
 that of the sums themselves: the weight's points are sums of up to four taps, made in float64
 and rounded once; an input point is a difference of up to four inputs.
