@@ -9,7 +9,6 @@ plan (at most ``PLAN_CACHE_SIZE`` kept). docs/semantics.md states the rules.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +24,7 @@ from deconv_core.plan import (
     plan_conv,
     plan_conv_transpose,
 )
+from deconv_core.plan_cache import PlanCache
 
 __all__ = ["DATA_FORMATS", "WEIGHT_FORMATS", "conv", "conv_transpose"]
 
@@ -36,27 +36,12 @@ Padding = int | Sequence[int] | Sequence[tuple[int, int]] | str
 #: again and again): a plan is immutable, and planning costs about 0.1 ms of Python per call
 #: (0.3-0.5 ms after an idle pause).
 PLAN_CACHE_SIZE = 256
-_PLANS: dict[tuple[Any, ...], Plan] = {}
-_PLANS_LOCK = threading.Lock()
-
-
-def _cached(planner: Callable[..., Plan], key: tuple[Any, ...],
-            items: tuple[tuple[str, Any], ...]) -> Plan:
-    """The plan of ``key`` (``items`` are the arguments it was made from), made once."""
-    found = _PLANS.get((planner, key))
-    if found is None:
-        found = planner(**dict(items))
-        with _PLANS_LOCK:
-            if len(_PLANS) >= PLAN_CACHE_SIZE:
-                _PLANS.pop(next(iter(_PLANS)))  # the oldest
-            _PLANS[(planner, key)] = found
-    return found
+_PLANS = PlanCache(PLAN_CACHE_SIZE)
 
 
 def clear_plan_cache() -> None:
     """Forget every kept plan (tests that patch the dispatcher plan afresh)."""
-    with _PLANS_LOCK:
-        _PLANS.clear()
+    _PLANS.clear()
 
 
 def _typed(value: Any) -> Any:
@@ -77,7 +62,12 @@ def _plan(planner: Callable[..., Plan], **kwargs: Any) -> Plan:
         hash(key)
     except TypeError:
         return planner(**kwargs)
-    return _cached(planner, key, tuple(kwargs.items()))
+    key = (planner, *key)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = planner(**kwargs)
+        _PLANS.put(key, plan)
+    return plan
 
 
 def _as_array(op: str, name: str, value: Any) -> np.ndarray:

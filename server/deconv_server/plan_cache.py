@@ -7,17 +7,16 @@ shapes, never on their bytes, so :func:`request_key` builds a key from exactly t
 field of the request, generically (a field added to the wire later is part of the key without a
 change here), with each tensor reduced to its dtype and shape and the weight's digest left out.
 Only successful plans are kept, and a plan is immutable, so a hit is the same plan planning would
-return. The cache is an LRU of :data:`CAPACITY` entries; the keys of plannable requests are small
-(every per-axis list holds at most three values), so it holds a few hundred kilobytes at most.
+return. The cache is an LRU (:class:`deconv_core.plan_cache.PlanCache`) of :data:`CAPACITY`
+entries; the keys of plannable requests are small (every per-axis list holds at most three
+values), so it holds a few hundred kilobytes at most.
 """
 
 from __future__ import annotations
 
-import collections
-import threading
 from typing import Any
 
-import deconv_core
+from deconv_core.plan_cache import PlanCache
 
 __all__ = ["CAPACITY", "PLANS", "PlanCache", "request_key"]
 
@@ -55,53 +54,5 @@ def request_key(op: str, request: Any) -> tuple[Any, ...]:
     return tuple(items)
 
 
-class PlanCache:
-    """A thread-safe LRU of core plans by :func:`request_key`.
-
-    Parameters
-    ----------
-    capacity : int
-        Plans kept (0 turns the cache off).
-    """
-
-    def __init__(self, capacity: int = CAPACITY) -> None:
-        self.capacity = capacity
-        self._plans: collections.OrderedDict[tuple[Any, ...], deconv_core.Plan] = (
-            collections.OrderedDict()
-        )
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: tuple[Any, ...]) -> deconv_core.Plan | None:
-        """The plan kept for ``key``, or None (counted as a miss)."""
-        with self._lock:
-            plan = self._plans.get(key)
-            if plan is None:
-                self.misses += 1
-                return None
-            self._plans.move_to_end(key)
-            self.hits += 1
-            return plan
-
-    def put(self, key: tuple[Any, ...], plan: deconv_core.Plan) -> None:
-        """Keep ``plan`` for ``key``, dropping the least recently used beyond the capacity."""
-        if self.capacity <= 0:
-            return
-        with self._lock:
-            self._plans[key] = plan
-            self._plans.move_to_end(key)
-            while len(self._plans) > self.capacity:
-                self._plans.popitem(last=False)
-
-    def clear(self) -> None:
-        """Forget every plan (tests)."""
-        with self._lock:
-            self._plans.clear()
-
-    def __len__(self) -> int:
-        return len(self._plans)
-
-
 #: The process's plan cache.
-PLANS = PlanCache()
+PLANS = PlanCache(CAPACITY)
