@@ -352,9 +352,8 @@ def choose_route(geom: Geometry, dtype: np.dtype | None = None) -> str:
         return "direct"
     fast = dtype is None or np.dtype(dtype) == np.float32
     if fast and _winograd_applies(geom):
-        if _winograd_s2.applies(geom) and _winograd_s2.pays_off(geom):
-            return "winograd"
-        if not _winograd_s2.applies(geom) and per_image >= WINOGRAD_MIN_MACS:
+        strided = _winograd_s2.applies(geom)
+        if _winograd_s2.pays_off(geom) if strided else per_image >= WINOGRAD_MIN_MACS:
             return "winograd"
     if geom.op == "conv":
         return "phase"
