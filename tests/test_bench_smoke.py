@@ -135,6 +135,17 @@ def test_unavailable_backend_is_skipped_not_fatal():
     assert report["summary"]["geomean_torch_over_deconv"] is None
 
 
+def test_float64_error_column_is_relative_to_the_references_max():
+    def off_by_a_thousandth(case, x, w, b):
+        return ReferenceBackend().prepare(case, x, w, b)() * (1 + 1e-3)
+
+    report = run_benchmark(TINY[:1], [DeconvBackend()], repeat=1, warmup=0,
+                           f64_reference=off_by_a_thousandth)
+    err = report["cases"][0]["errors"]["float64/max|y|"]
+    assert err == pytest.approx(1e-3 / (1 + 1e-3), rel=1e-2)  # deconv's own error is ~1e-7
+    assert "err/max|y|" in format_report(report)
+
+
 def test_ratios_are_medians_of_the_rounds_ratios():
     # a slow round (both 3x) moves neither: 2/1, 6/3, 2.2/1 -> median 2.0
     assert paired_ratio([2.0, 6.0, 2.2], [1.0, 3.0, 1.0]) == pytest.approx(2.0)

@@ -114,3 +114,23 @@ def test_a_forked_child_computes_on_workers_of_its_own() -> None:
             os._exit(0 if same else 3)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_kept_single_threaded_blas_stays_at_one_thread() -> None:
+    """After keep_blas_single_threaded, BLAS is at one thread, a call leaves it there and
+    set_num_threads does not raise it (the per-call limit is skipped)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads() -> set[int]:
+        return {p["num_threads"] for p in threadpoolctl.threadpool_info()
+                if p.get("user_api") == "blas"}
+
+    np.ones((64, 64)) @ np.ones((64, 64))  # BLAS loaded
+    deconv_core.keep_blas_single_threaded()
+    assert _threads.blas_kept_single_threaded()
+    assert deconv_core.runtime_info()["blas_kept_single_threaded"] is True
+    assert blas_threads() == {1}
+    with _threads.blas_single_threaded():
+        assert blas_threads() == {1}
+    deconv_core.set_num_threads(numba.get_num_threads())
+    assert blas_threads() == {1}

@@ -166,3 +166,17 @@ def test_applies_only_where_it_is_accurate():
     assert not _engine.route_applies("winograd", geom(8), np.float64)
     three_d = deconv_core.plan_conv((1, 8, 4, 8, 8), (4, 8, 1, 3, 3)).geometry
     assert not _engine.route_applies("winograd", three_d)
+
+
+def test_a_failing_weight_transform_reaches_the_caller_and_no_worker_hangs(monkeypatch):
+    """The stride-2 route transforms its weight inside the tiles' hand-off (a prologue every
+    worker waits for): an error there is raised to the caller, not a deadlock."""
+    def broken(*args):
+        raise RuntimeError("transform failed")
+
+    monkeypatch.setattr(_winograd_s2_kernels, "transform_weights", broken)
+    x = np.ones((4, 8, 20, 20), np.float32)
+    w = np.ones((6, 8, 3, 3), np.float32)
+    plan = deconv_core.plan_conv(x.shape, w.shape, dtype="float32", stride=2, padding=1)
+    with pytest.raises(RuntimeError, match="transform failed"):
+        deconv_core.execute(plan.with_route("winograd"), x, w)
