@@ -20,6 +20,7 @@ import numpy as np
 from deconv import codec, frames, wire
 from deconv.v1 import deconv_pb2 as pb
 
+from deconv_client import _request_cache
 from deconv_client._shapes import result_nbytes
 from deconv_client.errors import DataLossError, InvalidArgumentError
 
@@ -119,7 +120,8 @@ class Prepared:
     op : str
         "conv" or "conv_transpose".
     request : ConvRequest or TransposedConvRequest
-        Every field, tensors with dtype and shape but no data.
+        Every field, tensors with dtype and shape but no data. Calls with the same template
+        share it: never modify it (copy it, as :meth:`unary_request` does).
     input_dtype : numpy.dtype
         The result comes back in it.
     payloads : list of (str, ndarray)
@@ -222,23 +224,64 @@ def build_request(
 ) -> Prepared:
     """Check the arguments of ``op`` ("conv" or "conv_transpose") and prepare the call.
 
+    A call whose tensors have the dtypes and shapes, and whose parameters the values and
+    types, of a recent call reuses that call's checked request (:mod:`._request_cache`).
+
     Raises
     ------
     InvalidArgumentError
         An argument the wire cannot carry faithfully.
     """
     xa = np.asarray(x)
-    rank = xa.ndim - 2 if xa.ndim in (3, 4, 5) else None
-    request: Any = pb.ConvRequest() if op == "conv" else pb.TransposedConvRequest()
-    request.data_format = _choice(op, "data_format", data_format, _DATA_FORMATS)
-    request.weight_format = _choice(op, "weight_format", weight_format, _WEIGHT_FORMATS)
-    payloads = []
+    wired = []
     for name, value in (("input", xa), ("weight", weight), ("bias", bias)):
         if value is None and name == "bias":
             continue
         dtype, arr = _wire(op, name, value)
+        wired.append((name, dtype, arr))
+    payloads = [(name, arr) for name, _, arr in wired]
+    params = dict(
+        stride=stride, padding=padding, dilation=dilation, groups=groups,
+        data_format=data_format, weight_format=weight_format, output_padding=output_padding,
+        output_shape=output_shape, padding_mode=padding_mode, convention=convention,
+    )  # fmt: skip
+    k = _request_cache.key(op, xa.dtype, ((n, d, a.shape) for n, d, a in wired), params)
+    found = None if k is None else _TEMPLATES.get(k)
+    if found is None:
+        found = _new_request(op, xa.ndim, wired, **params)
+        if k is not None:
+            _TEMPLATES.put(k, found)
+    request, output_nbytes = found
+    return Prepared(op, request, xa.dtype, payloads, output_nbytes)
+
+
+#: Checked requests of recent calls (shared: never modified, copied before data goes in).
+_TEMPLATES = _request_cache.RequestCache()
+
+
+def _new_request(
+    op: str,
+    ndim: int,
+    wired: list[tuple[str, int, np.ndarray]],
+    *,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    groups: Any,
+    data_format: Any,
+    weight_format: Any,
+    output_padding: Any,
+    output_shape: Any,
+    padding_mode: Any,
+    convention: Any,
+) -> tuple[Any, int | None]:
+    """The checked request of a call (tensors without data) and its result's size in bytes."""
+    rank = ndim - 2 if ndim in (3, 4, 5) else None
+    request: Any = pb.ConvRequest() if op == "conv" else pb.TransposedConvRequest()
+    request.data_format = _choice(op, "data_format", data_format, _DATA_FORMATS)
+    request.weight_format = _choice(op, "weight_format", weight_format, _WEIGHT_FORMATS)
+    for name, dtype, arr in wired:
         getattr(request, name).CopyFrom(pb.Tensor(dtype=dtype, shape=arr.shape))
-        payloads.append((name, arr))
     request.stride.extend(_per_axis(op, "stride", stride, rank))
     request.dilation.extend(_per_axis(op, "dilation", dilation, rank))
     _set_padding(op, request, padding, rank)
@@ -255,8 +298,7 @@ def build_request(
             request.output_shape.extend(
                 _int(op, f"output_shape[{i}]", v) for i, v in enumerate(items)
             )
-    output_nbytes = result_nbytes(request, payloads[0][1].itemsize)
-    return Prepared(op, request, xa.dtype, payloads, output_nbytes)
+    return request, result_nbytes(request, wired[0][2].itemsize)
 
 
 def decode_output(tensor: pb.Tensor, input_dtype: np.dtype, data: Any = None) -> np.ndarray:

@@ -114,15 +114,26 @@ def wire_dtype(dtype: np.dtype | type | str) -> int:
     InvalidTensorError
         Any other dtype.
     """
-    dt = np.dtype(dtype)
+    dt = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
+    found = _WIRE_OF.get(dt)
+    if found is not None:
+        return found
     if dt.name == "bfloat16" and dt.itemsize == 2:
-        return pb.DTYPE_BFLOAT16
-    try:
-        return _FROM_NUMPY[dt.newbyteorder("=")]
-    except KeyError:
-        raise InvalidTensorError(
-            f"dtype {dt} cannot be sent; use float32, float64, float16 or bfloat16"
-        ) from None
+        value = pb.DTYPE_BFLOAT16
+    else:
+        try:
+            value = _FROM_NUMPY[dt.newbyteorder("=")]
+        except KeyError:
+            raise InvalidTensorError(
+                f"dtype {dt} cannot be sent; use float32, float64, float16 or bfloat16"
+            ) from None
+    if len(_WIRE_OF) < 64:  # a handful of dtypes in practice; the bound is against odd ones
+        _WIRE_OF[dt] = value
+    return value
+
+
+#: Wire dtypes of the numpy dtypes seen (the name lookup above costs microseconds per call).
+_WIRE_OF: dict[np.dtype, int] = {}
 
 
 def tensor_nbytes(tensor: pb.Tensor, *, name: str = "tensor", max_elements: int = 0) -> int:

@@ -2,9 +2,9 @@
 
 The first message's request is checked like a unary one (limits included) before any of its
 bytes are held. Nothing is allocated from what the header claims: each pending tensor's buffer
-(:class:`GrowingBuffer`) grows as its bytes arrive, at most to twice what arrived, and each
-growth is reserved in the in-flight budget before it is allocated, so a header that promises
-gigabytes and sends a byte holds a byte. Every data
+(:class:`GrowingBuffer`) is backed by memory only as its bytes arrive, and each arrival is
+reserved in the in-flight budget before it is stored, so a header that promises gigabytes and
+sends a byte holds a byte. Every data
 message must arrive within ``message_timeout_s`` of the previous one. The result goes back as a
 header plus slices of at most ``CHUNK_BYTES`` (``response_chunk_bytes`` is clamped to
 ``[MIN_RESPONSE_CHUNK_BYTES, CHUNK_BYTES]``).
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import mmap
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -45,13 +47,17 @@ MIN_RESPONSE_CHUNK_BYTES = 64 * 1024
 
 
 class GrowingBuffer:
-    """``size`` bytes filled in order, in a numpy array that grows as they arrive.
+    """``size`` bytes filled in order, in a numpy array backed by memory only as they arrive.
 
-    Nothing is allocated from what a header claims: the first allocation holds exactly the
-    bytes that arrived, and each growth at most doubles what has arrived (so the buffer never
-    holds more than twice the caller's bytes, and copies each byte about once more in all).
-    Every growth is reserved in the in-flight budget before it is allocated. The arrays are
-    numpy's, so large ones are backed by huge pages where the kernel offers them.
+    Nothing is allocated from what a header claims. On Linux (unless the kernel accounts every
+    mapping strictly, ``vm.overcommit_memory=2``) a buffer of at least :data:`MAPPED_BYTES` is an
+    address range of ``size`` bytes mapped with ``MAP_NORESERVE``: the kernel backs a page only
+    when a byte is written into it, so the buffer holds what arrived, each byte is copied once,
+    and each arrival is reserved in the in-flight budget before it is stored. Once
+    :data:`HUGE_PAGES_AFTER` bytes are in, the range asks for huge pages (2 MiB, a thousandth of
+    the page faults), so it then holds at most one huge page more than arrived. Elsewhere, and
+    for small buffers, the array grows instead, at most to twice what arrived (each growth
+    reserved before it is allocated), and copies each byte about once more in all.
 
     Parameters
     ----------
@@ -62,15 +68,26 @@ class GrowingBuffer:
     def __init__(self, size: int) -> None:
         self.size = size
         self.filled = 0
-        self.array = np.empty(0, np.uint8)
+        self._huge = False
+        self._range = _address_range(size)
+        self.array = (
+            np.empty(0, np.uint8) if self._range is None else np.frombuffer(self._range, np.uint8)
+        )
 
     def append(self, data: memoryview, reserve: Callable[[int], None]) -> None:
         """Copy ``data`` in after the bytes already there (at most ``size`` in all).
 
-        ``reserve(nbytes)`` is called with each growth before it is allocated; it may raise.
+        ``reserve(nbytes)`` is called with the bytes about to be held before they are; it may
+        raise.
         """
         end = self.filled + len(data)
-        if end > len(self.array):
+        if self._range is not None:
+            reserve(len(data))
+            if not self._huge and end >= HUGE_PAGES_AFTER:
+                self._huge = True
+                with contextlib.suppress(OSError, AttributeError):
+                    self._range.madvise(mmap.MADV_HUGEPAGE)
+        elif end > len(self.array):
             capacity = min(self.size, max(end, 2 * self.filled))
             reserve(capacity - len(self.array))
             grown = np.empty(capacity, np.uint8)
@@ -83,6 +100,38 @@ class GrowingBuffer:
     def full(self) -> bool:
         """Whether all ``size`` bytes are in."""
         return self.filled == self.size
+
+
+#: Buffers at least this large are reserved address ranges (:class:`GrowingBuffer`).
+MAPPED_BYTES = 1 << 20
+#: Bytes a mapped buffer holds before it asks for huge pages.
+HUGE_PAGES_AFTER = 4 << 20
+#: Linux's MAP_NORESERVE (the mmap module of Python 3.11 does not name it).
+_MAP_NORESERVE = 0x4000
+
+
+def _strict_overcommit() -> bool:
+    try:
+        with open("/proc/sys/vm/overcommit_memory") as fh:
+            return fh.read().strip() == "2"
+    except OSError:
+        return True
+
+
+#: Whether a mapping's pages are backed only when written (Linux without strict accounting).
+LAZY_PAGES = sys.platform.startswith("linux") and not _strict_overcommit()
+
+
+def _address_range(size: int) -> mmap.mmap | None:
+    """A private anonymous mapping of ``size`` bytes whose pages are backed when written, or
+    None (small, not Linux, strict accounting, or the mapping failed)."""
+    if size < MAPPED_BYTES or not LAZY_PAGES:
+        return None
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
+    try:
+        return mmap.mmap(-1, size, flags=flags)
+    except (OSError, ValueError, OverflowError):
+        return None
 
 
 class _Buffers:

@@ -99,20 +99,20 @@ class _Rpc:
             obs.metrics.observe(
                 self.service, self.method, code, seconds, self.bytes_in, self.bytes_out
             )
-        fields = {
-            "event": "rpc",
-            "service": self.service,
-            "method": self.method,
-            "op": _COMPUTE_OPS.get(self.method, self.method),
-            "code": code,
-            "duration_ms": round(1e3 * seconds, 3),
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
-            "peer": _peer(context),
-            "request_id": self.request_id,
-        }
         level = logging.INFO if self.service == obs.main_service else logging.DEBUG
         if _access.isEnabledFor(level):
+            fields = {
+                "event": "rpc",
+                "service": self.service,
+                "method": self.method,
+                "op": _COMPUTE_OPS.get(self.method, self.method),
+                "code": code,
+                "duration_ms": round(1e3 * seconds, 3),
+                "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out,
+                "peer": _peer(context),
+                "request_id": self.request_id,
+            }
             # The JSON formatter puts the fields at the top level; the message is for text logs.
             message = f"{self.service}/{self.method} {code} {fields['duration_ms']} ms"
             _access.log(level, message, extra={"fields": fields})
