@@ -7,7 +7,9 @@ subprocesses, then measures over TCP on 127.0.0.1:
 - the round trip of a 1x1x8x8 transposed conv (weight 1x1x4x4, stride 2, padding 1), p50 and p99
   over ``--calls`` calls, call for call against a 64-byte unary echo;
 - benchmark case T1 (:mod:`bench.cases`; 2 MiB input, 2 MiB weight, 4 MiB result) with the weight
-  cache (the weight sent once, then by digest), without it, and over shared memory, against
+  cache (the weight sent once, then by digest), without it, and over shared memory, each with
+  a plain weight (hashed on every call) and with :func:`deconv_client.frozen_array`'s
+  (hashed once, as a layer's weight is), against
   ``deconv_core`` in this process and against the echo server moving the same bytes (4 MiB each
   way, one message);
 - ``--mib`` MiB (default 64) in and out: a 1x1 convolution with a one-element weight (the compute
@@ -36,7 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import grpc
 import numpy as np
-from deconv_client import Client
+from deconv_client import Client, frozen_array
 from deconv_client._channel import channel_options
 
 import deconv_core
@@ -199,6 +201,7 @@ def _measure(
 
         x = rng.random((8, 256, 16, 16), dtype=np.float32)
         w = rng.random((256, 128, 4, 4), dtype=np.float32)
+        frozen = frozen_array(w)  # a layer's weight: hashed for the weight cache once
         local_y = deconv_core.conv_transpose(x, w, stride=2, padding=1)
         for c in (client, plain, shm):
             if not np.array_equal(c.conv_transpose(x, w, stride=2, padding=1), local_y):
@@ -210,6 +213,12 @@ def _measure(
             "T1 remote, weight sent": lambda: plain.conv_transpose(x, w, stride=2, padding=1),
             "T1 shared memory, weight cached": lambda: shm.conv_transpose(
                 x, w, stride=2, padding=1
+            ),
+            "T1 remote, frozen weight (hashed once)": lambda: client.conv_transpose(
+                x, frozen, stride=2, padding=1
+            ),
+            "T1 shared memory, frozen weight": lambda: shm.conv_transpose(
+                x, frozen, stride=2, padding=1
             ),
             "T1 bytes on bare grpcio echo (4 MiB x2)": lambda: unary(t1),
         }

@@ -175,3 +175,21 @@ def test_prepared_weights_backend_computes_the_same_bits():
         plain = DeconvBackend().prepare(case, x, w, b)()
         prepared = DeconvBackend(prepared_weights=True).prepare(case, x, w, b)()
         assert prepared.tobytes() == plain.tobytes(), case.id
+
+
+def test_rpc_latency_runs_against_real_servers_and_checks_every_result(capsys):
+    """bench.rpc_latency end to end, small: a deconv server and the bare echo server in
+    subprocesses on 127.0.0.1, every group of cases timed, each result compared with the local
+    core's inside the run (it raises on a difference), the table printed."""
+    from bench import rpc_latency
+
+    assert rpc_latency.main(["--calls", "20", "--mib", "2", "--repeat", "1"]) == 0
+    table = capsys.readouterr().out
+    for row in (
+        "tiny conv_transpose p50",
+        "T1 remote, weight cached",
+        "T1 shared memory, frozen weight",
+        "2 MiB chunked, 2 images (pipelined)",
+        "2 MiB bare grpcio stream echo",
+    ):
+        assert row in table, table

@@ -9,13 +9,16 @@
 ``wait_until_serving`` and ``server_info``. Errors are :class:`DeconvClientError` subclasses
 keyed by gRPC status code (see :mod:`deconv_client.errors`). :mod:`deconv_client.layers` turns
 PyTorch, Keras and ONNX layers into calls (``layer(client, x)``), importing no framework;
-``deconv explain`` (:mod:`deconv_client.cli`) explains a call without a server. This package
+``deconv explain`` (:mod:`deconv_client.cli`) explains a call without a server.
+:func:`frozen_array` makes a read-only copy of a weight that the client hashes for the server's
+weight cache once, instead of on every call. This package
 needs only grpcio, protobuf and numpy: it never imports numba, deconv_core or deconv_server.
 """
 
 from deconv_client import errors
 from deconv_client._operators import DeconvolveResult, Gradients
 from deconv_client._service import ServerInfo
+from deconv_client._weights import frozen_array
 from deconv_client.aio import AsyncClient
 from deconv_client.client import Client
 from deconv_client.errors import (
@@ -62,4 +65,5 @@ __all__ = [
     "UnimplementedError",
     "UnknownError",
     "errors",
+    "frozen_array",
 ]
