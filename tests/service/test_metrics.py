@@ -182,8 +182,15 @@ def test_request_id_echoed_and_logged(
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     generated = dict(info.value.trailing_metadata())["x-request-id"]
     assert len(generated) == 32 and int(generated, 16) >= 0
-    records = [r for r in caplog.records if r.name == ACCESS_LOGGER]
-    by_id = {r.fields["request_id"]: r for r in records}
+    # A failed call's status reaches the caller before the server has logged it (abort sends
+    # it first): wait, boundedly, for both records.
+    deadline = time.monotonic() + 10
+    while True:
+        records = [r for r in caplog.records if r.name == ACCESS_LOGGER]
+        by_id = {r.fields["request_id"]: r for r in records}
+        if {"req-42", generated} <= by_id.keys() or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
     ok, failed = by_id["req-42"].fields, by_id[generated].fields
     assert by_id["req-42"].getMessage().startswith("deconv.v1.Deconv/TransposedConv OK ")
     assert (ok["method"], ok["op"], ok["code"]) == ("TransposedConv", "conv_transpose", "OK")
