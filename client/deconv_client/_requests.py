@@ -248,7 +248,7 @@ def build_request(
     k = _request_cache.key(op, xa.dtype, ((n, d, a.shape) for n, d, a in wired), params)
     found = None if k is None else _TEMPLATES.get(k)
     if found is None:
-        found = _new_request(op, xa.ndim, wired, **params)
+        found = _new_request(op, xa.ndim, wired, params)
         if k is not None:
             _TEMPLATES.put(k, found)
     request, output_nbytes = found
@@ -260,41 +260,30 @@ _TEMPLATES = _request_cache.RequestCache()
 
 
 def _new_request(
-    op: str,
-    ndim: int,
-    wired: list[tuple[str, int, np.ndarray]],
-    *,
-    stride: Any,
-    padding: Any,
-    dilation: Any,
-    groups: Any,
-    data_format: Any,
-    weight_format: Any,
-    output_padding: Any,
-    output_shape: Any,
-    padding_mode: Any,
-    convention: Any,
+    op: str, ndim: int, wired: list[tuple[str, int, np.ndarray]], params: dict[str, Any]
 ) -> tuple[Any, int | None]:
     """The checked request of a call (tensors without data) and its result's size in bytes."""
+    p = params
     rank = ndim - 2 if ndim in (3, 4, 5) else None
     request: Any = pb.ConvRequest() if op == "conv" else pb.TransposedConvRequest()
-    request.data_format = _choice(op, "data_format", data_format, _DATA_FORMATS)
-    request.weight_format = _choice(op, "weight_format", weight_format, _WEIGHT_FORMATS)
+    request.data_format = _choice(op, "data_format", p["data_format"], _DATA_FORMATS)
+    request.weight_format = _choice(op, "weight_format", p["weight_format"], _WEIGHT_FORMATS)
     for name, dtype, arr in wired:
         getattr(request, name).CopyFrom(pb.Tensor(dtype=dtype, shape=arr.shape))
-    request.stride.extend(_per_axis(op, "stride", stride, rank))
-    request.dilation.extend(_per_axis(op, "dilation", dilation, rank))
-    _set_padding(op, request, padding, rank)
-    request.groups = _int(op, "groups", groups)
+    request.stride.extend(_per_axis(op, "stride", p["stride"], rank))
+    request.dilation.extend(_per_axis(op, "dilation", p["dilation"], rank))
+    _set_padding(op, request, p["padding"], rank)
+    request.groups = _int(op, "groups", p["groups"])
     if request.groups < 1:  # 0 would read as "unset" (1) on the wire
         raise InvalidArgumentError(f"{op}: groups={request.groups} must be >= 1")
     if op == "conv":
-        request.padding_fill = _choice(op, "padding_mode", padding_mode, _PADDING_FILLS)
+        request.padding_fill = _choice(op, "padding_mode", p["padding_mode"], _PADDING_FILLS)
     if op == "conv_transpose":
-        request.convention = _choice(op, "convention", convention, _CONVENTIONS)
-        request.output_padding.extend(_per_axis(op, "output_padding", output_padding, rank))
-        if output_shape is not None:
-            items = list(output_shape) if _is_seq(output_shape) else [output_shape]
+        request.convention = _choice(op, "convention", p["convention"], _CONVENTIONS)
+        request.output_padding.extend(_per_axis(op, "output_padding", p["output_padding"], rank))
+        shape = p["output_shape"]
+        if shape is not None:
+            items = list(shape) if _is_seq(shape) else [shape]
             request.output_shape.extend(
                 _int(op, f"output_shape[{i}]", v) for i, v in enumerate(items)
             )
