@@ -338,7 +338,7 @@ def _array(plan: Plan, what: str, value: Any, shape: tuple[int, ...]) -> np.ndar
     arr = value if isinstance(value, np.ndarray) else np.asarray(value)
     if arr.dtype.kind == "f" and not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))  # byte order only; same values
-    if arr.dtype.name != plan.dtype and arr.dtype != plan.compute_dtype:
+    if arr.dtype != plan.compute_dtype and arr.dtype.name != plan.dtype:  # name: microseconds
         raise UnsupportedDtypeError(
             f"{plan.op}: {what} dtype {arr.dtype} differs from the plan's {plan.dtype}"
         )
