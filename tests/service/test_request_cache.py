@@ -45,6 +45,7 @@ def test_a_hit_is_the_request_a_fresh_check_builds(params: dict[str, Any]) -> No
     assert hit.request == fresh.request
     assert hit.output_nbytes == fresh.output_nbytes
     assert hit.unary_request() == fresh.unary_request()
+    assert not hit.request.input.data and not first.request.weight.data  # templates stay empty
 
 
 def test_the_key_tells_types_apart_so_checks_still_run() -> None:
