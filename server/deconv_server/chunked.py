@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import mmap
+import platform
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -106,8 +107,12 @@ class GrowingBuffer:
 MAPPED_BYTES = 1 << 20
 #: Bytes a mapped buffer holds before it asks for huge pages.
 HUGE_PAGES_AFTER = 4 << 20
-#: Linux's MAP_NORESERVE (the mmap module of Python 3.11 does not name it).
-_MAP_NORESERVE = 0x4000
+#: Linux's MAP_NORESERVE: the mmap module of Python 3.11 does not name it, and its value is
+#: 0x4000 on x86 and ARM but not on every architecture (elsewhere the mapping goes without it,
+#: and the kernel's overcommit heuristic still backs pages only when written).
+_MAP_NORESERVE = getattr(
+    mmap, "MAP_NORESERVE", 0x4000 if platform.machine() in ("x86_64", "aarch64") else 0
+)
 
 
 def _strict_overcommit() -> bool:
