@@ -47,6 +47,24 @@ def _add_scaled(out, src, wv, lo, hi, s, base) -> None:
             out[o] += wv * src[o * s + base]
 
 
+@numba.njit(cache=True, inline="always")
+def _set_scaled(out, src, wv, lo, hi, s, base, bv, a, e) -> None:
+    """``out[a:e] = bv``, then ``out[o] = bv + wv * src[o*s + base]`` for ``lo <= o < hi``: the
+    bias fill and the first :func:`_add_scaled` in one pass, with the same roundings."""
+    if hi <= lo:
+        lo = hi = e
+    for o in range(a, lo):
+        out[o] = bv
+    if s == 1:
+        for o in range(lo, hi):
+            out[o] = bv + wv * src[o + base]
+    else:
+        for o in range(lo, hi):
+            out[o] = bv + wv * src[o * s + base]
+    for o in range(hi, e):
+        out[o] = bv
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def col2im_image(cols, bias, y, stride, dilation, offset, c0):  # pragma: no cover - compiled
     """Scatter one image's GEMM columns into its output and add the bias, on the calling thread
@@ -142,7 +160,8 @@ def conv_direct_rows(x, w, bias, y, groups, stride, dilation, offset, chunk):  #
     For calls with fewer planes than threads (one image, one or two channels: a 1-D signal, a
     mono image): every job is one output row ``y[b, co, o0, o1]`` or a ``chunk``-long piece of
     it, so all threads work. Each element sums its terms in :func:`conv_direct`'s order (bias,
-    then input channels, then taps), so both give the same bits.
+    then input channels, then taps), so both give the same bits; the bias is written together
+    with the first term (:func:`_set_scaled`), one pass less over the row.
     """
     B, C_out, O0, O1, O2 = y.shape
     Cig, K0, K1, K2 = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
@@ -164,8 +183,7 @@ def conv_direct_rows(x, w, bias, y, groups, stride, dilation, offset, chunk):  #
         e = min(O2, a + chunk)
         out = y[b, co, o0, o1]
         bv = bias[co]
-        for o2 in range(a, e):
-            out[o2] = bv
+        started = False  # the first term is written with the bias: one pass less over out
         for c in range(Cig):
             src = x[b, g * Cig + c]
             for t0 in range(K0):
@@ -182,7 +200,14 @@ def conv_direct_rows(x, w, bias, y, groups, stride, dilation, offset, chunk):  #
                         lo2, hi2 = max(lo2, a), min(hi2, e)
                         wv = w[co, c, t0, t1, t2]
                         base2 = t2 * d2 - f2
-                        _add_scaled(out, srow, wv, lo2, hi2, s2, base2)
+                        if started:
+                            _add_scaled(out, srow, wv, lo2, hi2, s2, base2)
+                        else:
+                            _set_scaled(out, srow, wv, lo2, hi2, s2, base2, bv, a, e)
+                            started = True
+        if not started:  # no term reaches this piece (all taps in the padding)
+            for o2 in range(a, e):
+                out[o2] = bv
 
 
 @numba.njit(cache=True)

@@ -17,6 +17,9 @@ GEOMETRIES = [
     ((1, 1, 1, 37, 41), (1, 1, 1, 3, 5), (1, 2, 1), (1, 1, 1), (0, 1, 2)),
     ((1, 3, 9, 9, 9), (1, 3, 2, 3, 2), (1, 2, 1), (2, 1, 1), (1, 1, 0)),
     ((1, 2, 1, 4, 2100), (1, 2, 1, 2, 4), (1, 1, 2), (1, 1, 1), (0, 0, 3)),
+    # padding wider than the kernel's reach: pieces and whole rows with no term but the bias
+    ((1, 1, 1, 3, 50), (1, 1, 1, 1, 3), (1, 1, 1), (1, 1, 1), (0, 2, 10)),
+    ((1, 2, 1, 2, 40), (1, 2, 1, 2, 2), (1, 1, 3), (1, 1, 2), (0, 3, 12)),
 ]
 
 
@@ -28,7 +31,7 @@ def _out(n: tuple[int, ...], k: tuple[int, ...], s, d, f) -> tuple[int, ...]:
 
 
 @pytest.mark.parametrize(("xs", "ws", "s", "d", "f"), GEOMETRIES)
-@pytest.mark.parametrize("chunk", [1, 333, 1024, 1 << 20])
+@pytest.mark.parametrize("chunk", [1, 5, 333, 1024, 1 << 20])
 def test_rows_give_the_plane_kernels_bits(xs, ws, s, d, f, chunk) -> None:
     rng = np.random.default_rng(sum(xs) + chunk)
     x = rng.standard_normal(xs).astype(np.float32)
