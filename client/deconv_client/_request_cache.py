@@ -5,20 +5,20 @@ arguments, building the request's metadata and working out the result's size fro
 arithmetic cost about 50 microseconds of Python per call, a tenth of a tiny call's round trip.
 None of it depends on the tensors' bytes, only on their dtypes and shapes and on the parameters,
 so :func:`key` builds a key from exactly those (each parameter with its type, so ``True`` is
-never taken for ``1`` nor ``(1, 1)`` for ``[1, 1]``), and :class:`RequestCache` keeps the
-checked template under it. Only arguments that passed the checks are kept; parameters of other
-types (numpy scalars, arrays) are simply not cached. The templates are shared, so nothing may
-modify one: every sender copies it before filling in the data.
+never taken for ``1`` nor ``(1, 1)`` for ``[1, 1]``), and :class:`RequestCache` (a
+:class:`deconv.lru.LRU`, as the plan caches are) keeps the checked template under it. Only
+arguments that passed the checks are kept; parameters of other types (numpy scalars, arrays)
+are simply not cached. The templates are shared, so nothing may modify one: every sender copies
+it before filling in the data.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+from deconv.lru import LRU
 
 __all__ = ["CAPACITY", "RequestCache", "key"]
 
@@ -63,8 +63,8 @@ def key(
     return (op, input_dtype.str, tuple(payloads), frozen)
 
 
-class RequestCache:
-    """A thread-safe LRU of ``capacity`` templates.
+class RequestCache(LRU[Any]):
+    """A thread-safe LRU of templates (:class:`deconv.lru.LRU`).
 
     Parameters
     ----------
@@ -72,30 +72,4 @@ class RequestCache:
     """
 
     def __init__(self, capacity: int = CAPACITY) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[Any, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, k: Any) -> Any:
-        """The template under ``k``, or None."""
-        with self._lock:
-            found = self._items.get(k)
-            if found is not None:
-                self._items.move_to_end(k)
-            return found
-
-    def put(self, k: Any, template: Any) -> None:
-        """Keep ``template`` under ``k``, dropping the least recently used beyond capacity."""
-        with self._lock:
-            self._items[k] = template
-            self._items.move_to_end(k)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        """Forget every template."""
-        with self._lock:
-            self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
+        super().__init__(capacity)
