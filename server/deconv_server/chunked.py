@@ -56,7 +56,8 @@ class GrowingBuffer:
     when a byte is written into it, so the buffer holds what arrived, each byte is copied once,
     and each arrival is reserved in the in-flight budget before it is stored. Once
     :data:`HUGE_PAGES_AFTER` bytes are in, the range asks for huge pages (2 MiB, a thousandth of
-    the page faults), so it then holds at most one huge page more than arrived. Elsewhere, and
+    the page faults), so it may then hold one huge page more than arrived, and the reservation
+    runs that far ahead of the bytes (never past ``size``). Elsewhere, and
     for small buffers, the array grows instead, at most to twice what arrived (each growth
     reserved before it is allocated), and copies each byte about once more in all.
 
@@ -70,6 +71,7 @@ class GrowingBuffer:
         self.size = size
         self.filled = 0
         self._huge = False
+        self._reserved = 0  # bytes of a mapped range counted in the budget so far
         self._range = _address_range(size)
         self.array = (
             np.empty(0, np.uint8) if self._range is None else np.frombuffer(self._range, np.uint8)
@@ -83,8 +85,12 @@ class GrowingBuffer:
         """
         end = self.filled + len(data)
         if self._range is not None:
-            reserve(len(data))
-            if not self._huge and end >= HUGE_PAGES_AFTER:
+            huge = self._huge or end >= HUGE_PAGES_AFTER
+            held = min(self.size, end + HUGE_PAGE_BYTES) if huge else end  # at most backed
+            if held > self._reserved:
+                reserve(held - self._reserved)
+                self._reserved = held
+            if huge and not self._huge:
                 self._huge = True
                 with contextlib.suppress(OSError, AttributeError):
                     self._range.madvise(mmap.MADV_HUGEPAGE)
@@ -107,6 +113,8 @@ class GrowingBuffer:
 MAPPED_BYTES = 1 << 20
 #: Bytes a mapped buffer holds before it asks for huge pages.
 HUGE_PAGES_AFTER = 4 << 20
+#: A huge page: what a mapped range may back beyond its last byte once it uses them.
+HUGE_PAGE_BYTES = 2 << 20
 #: Linux's MAP_NORESERVE: the mmap module of Python 3.11 does not name it, and its value is
 #: 0x4000 on x86 and ARM but not on every architecture (elsewhere the mapping goes without it,
 #: and the kernel's overcommit heuristic still backs pages only when written).
